@@ -1,0 +1,106 @@
+"""The ``bench`` command line.
+
+    bench run --recipe moco --tasks cifar10 [--profile smoke] [--data-root DIR] [--seeds 0,1] [--set k=v]
+    bench ls recipes|tasks|backbones|profiles
+    bench show recipe NAME [--profile P] [--set k=v]
+    bench data synth --root DIR [--datasets cifar10,imagenet] [--scale smoke]
+    bench data verify NAME [--root DIR]
+    bench leaderboard [RUNS_DIR] [-o LEADERBOARD.md]
+    bench ci check --baseline FILE [RUNS_DIR]      bench ci baseline -o FILE [RUNS_DIR]
+
+User errors (unknown names, bad configs, missing data, bad checkpoints) print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from bench.errors import BenchError
+
+
+def _add_common_recipe_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", default="smoke", help="scale profile: smoke (CPU, minutes) or paper")
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a recipe field, e.g. --set train.epochs=5 (repeatable)",
+    )  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bench", description="augbench: SSL augmentation benchmark suite")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="pretrain a recipe and evaluate it on tasks")
+    p.add_argument("--recipe", required=True, help="recipe name (bench ls recipes) or a recipe YAML file")
+    p.add_argument("--tasks", default="all", help="comma-separated tasks or groups (bench ls tasks)")
+    _add_common_recipe_args(p)
+    p.add_argument("--data-root", help="dataset root (default: $BENCH_DATA, else synthetic stand-ins)")
+    p.add_argument("--runs-dir", help="where runs and results go (default: $BENCH_RUNS or ./runs)")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds (default: the recipe's train.seed)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted pretraining run")
+    p.add_argument("--fresh", action="store_true", help="delete this run's directory and start over")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--leaderboard", help="leaderboard file to regenerate (default: RUNS_DIR/LEADERBOARD.md)")
+
+    p = sub.add_parser("ls", help="list recipes, tasks, backbones or profiles")
+    p.add_argument("what", choices=["recipes", "tasks", "backbones", "profiles"])
+    p.add_argument("--data-root", help="data root whose dataset status `ls tasks` shows")
+
+    p = sub.add_parser("show", help="print a resolved recipe")
+    p.add_argument("what", choices=["recipe"])
+    p.add_argument("name")
+    _add_common_recipe_args(p)
+
+    p = sub.add_parser("data", help="synthetic data and dataset checks")
+    dsub = p.add_subparsers(dest="data_command", required=True)
+    q = dsub.add_parser("synth", help="write synthetic stand-ins in the real datasets' on-disk layouts")
+    q.add_argument("--root", required=True)
+    q.add_argument("--datasets", default="all", help="comma-separated dataset names (default: all)")
+    q.add_argument("--scale", default="smoke", choices=["smoke", "tiny"])
+    q = dsub.add_parser("verify", help="check a dataset's layout, counts and readability")
+    q.add_argument("name")
+    q.add_argument("--root", help="data root (default: $BENCH_DATA)")
+    q.add_argument("--no-images", action="store_true", help="skip decoding every image")
+
+    p = sub.add_parser("leaderboard", help="render result files as a markdown leaderboard")
+    p.add_argument("runs_dir", nargs="?", help="directory searched for results (default: ./runs)")
+    p.add_argument("-o", "--output", default="LEADERBOARD.md")
+
+    p = sub.add_parser("ci", help="regression gate against stored baselines")
+    csub = p.add_subparsers(dest="ci_command", required=True)
+    q = csub.add_parser("check", help="fail (exit 1) when results regress beyond tolerance")
+    q.add_argument("runs_dir", nargs="?")
+    q.add_argument("--baseline", required=True)
+    q = csub.add_parser("baseline", help="write a baseline file from current results")
+    q.add_argument("runs_dir", nargs="?")
+    q.add_argument("-o", "--output", required=True)
+    q.add_argument("--profile", default="smoke")
+    q.add_argument("--data-source", default="synthetic", choices=["synthetic", "real"])
+    q.add_argument("--tolerance", type=float, default=5.0)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        from bench import commands
+
+        return commands.dispatch(args)
+    except BenchError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bench: interrupted (pretraining resumes with --resume)", file=sys.stderr)
+        return 130
+
+
+def entry() -> None:  # pragma: no cover
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+
+

@@ -1,0 +1,173 @@
+"""Implementations of the ``bench`` sub-commands (argument parsing lives in :mod:`bench.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+from tabulate import tabulate
+
+from bench.config import to_dict
+from bench.errors import BenchError, ConfigError
+from bench.paths import resolve_data_root, resolve_runs_dir
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    handlers = {
+        "run": cmd_run,
+        "ls": cmd_ls,
+        "show": cmd_show,
+        "data": cmd_data,
+        "leaderboard": cmd_leaderboard,
+        "ci": cmd_ci,
+    }
+    return handlers[args.command](args)
+
+
+def _seeds(text: str | None) -> list[int | None]:
+    if text is None:
+        return [None]
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds must be comma-separated integers, got {text!r}") from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bench import harness
+    from leaderboard.render import write_leaderboard
+    from pretrain.recipes import check_profile, resolve_recipe
+    from tasks.registry import resolve_tasks
+
+    profile = check_profile(args.profile)
+    tasks = resolve_tasks(args.tasks)
+    data = resolve_data_root(args.data_root)
+    runs = resolve_runs_dir(args.runs_dir)
+    reports = []
+    for seed in _seeds(args.seeds):
+        overrides = [*args.overrides, *([f"train.seed={seed}"] if seed is not None else [])]
+        recipe = resolve_recipe(args.recipe, profile, overrides)
+        reports.append(
+            harness.run(
+                recipe, tasks, profile, data, runs,
+                resume=args.resume, fresh=args.fresh, progress=not args.no_progress,
+            )  # fmt: skip
+        )
+    from pretrain import distributed
+
+    if not distributed.is_main():
+        return 0
+    board = Path(args.leaderboard) if args.leaderboard else runs / "LEADERBOARD.md"
+    write_leaderboard(runs, board)
+    for rep in reports:
+        print(f"run directory: {rep.run_dir}")
+        for f in rep.result_files:
+            print(f"result: {f}")
+    print(f"leaderboard: {board}")
+    return 0
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    if args.what == "recipes":
+        from pretrain.recipes import RECIPES
+
+        rows = [[n, e.method, e.aug or "-", e.regime or "ssl", e.description] for n, e in RECIPES.items()]
+        print(tabulate(rows, headers=["recipe", "method", "augmentation", "labels", "description"]))
+    elif args.what == "tasks":
+        from tasks.datasets.registry import DATASETS
+        from tasks.datasets.synth.writer import is_synthetic
+        from tasks.registry import TASKS, task_groups
+
+        data = resolve_data_root(args.data_root)
+        rows = []
+        for name, task in TASKS.items():
+            status = []
+            for ds in task.datasets:
+                info = DATASETS.get(ds)
+                if not (data.path / info.relpath).exists():
+                    state = "synthetic (not generated yet)" if data.synthetic else "missing"
+                elif is_synthetic(data.path, ds):
+                    state = "synthetic"
+                else:
+                    state = "found"
+                status.append(f"{ds}: {state}")
+            rows.append([name, task.version, "; ".join(status), task.description])
+        print(tabulate(rows, headers=["task", "version", f"data ({data.path})", "description"]))
+        groups = task_groups()
+        print("\ngroups: " + "; ".join(f"{g} = {', '.join(v)}" for g, v in groups.items()))
+    elif args.what == "backbones":
+        from pretrain.backbones import BACKBONES
+
+        rows = [[n, s.feature_dim, s.description] for n, s in BACKBONES.items()]
+        print(tabulate(rows, headers=["backbone", "feature dim", "description"]))
+    else:
+        from pretrain.recipes import PROFILES
+
+        print("\n".join(PROFILES))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from pretrain.recipes import resolve_recipe
+
+    recipe = resolve_recipe(args.name, args.profile, args.overrides)
+    print(f"# recipe {recipe.name}, profile {args.profile} (resolved)")
+    print(yaml.safe_dump(to_dict(recipe), sort_keys=False), end="")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from tasks.datasets.registry import DATASETS
+    from tasks.datasets.synth.writer import ensure_synthetic
+
+    if args.data_command == "synth":
+        names = DATASETS.names() if args.datasets == "all" else [s.strip() for s in args.datasets.split(",")]
+        for n in names:
+            DATASETS.get(n)
+        root = Path(args.root).expanduser().resolve()
+        ensure_synthetic(root, names, args.scale)
+        for n in names:
+            print(f"{n}: {root / DATASETS.get(n).relpath}")
+        return 0
+    info = DATASETS.get(args.name)
+    data = resolve_data_root(args.root)
+    if data.synthetic and not args.root:
+        raise BenchError("no data root given: pass --root DIR or set BENCH_DATA")
+    problems = info.verify(data.path, check_images=not args.no_images)
+    if problems:
+        for p in problems:
+            print(f"problem: {p}")
+        print(f"how to prepare {args.name}: {info.prepare_hint}")
+        return 1
+    print(f"{args.name}: ok ({data.path / info.relpath})")
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from leaderboard.render import write_leaderboard
+
+    runs = resolve_runs_dir(args.runs_dir)
+    if not runs.is_dir():
+        raise BenchError(f"runs directory not found: {runs}")
+    out = write_leaderboard(runs, Path(args.output))
+    print(f"leaderboard: {out}")
+    return 0
+
+
+def cmd_ci(args: argparse.Namespace) -> int:
+    from ci.check import check, format_findings, make_baseline
+
+    runs = resolve_runs_dir(args.runs_dir)
+    if args.ci_command == "baseline":
+        doc = make_baseline(runs, Path(args.output), args.profile, args.data_source, args.tolerance)
+        print(f"baseline with {len(doc['entries'])} entries: {args.output}")
+        return 0
+    findings = check(runs, Path(args.baseline))
+    print(format_findings(findings))
+    failed = [f for f in findings if f.failed]
+    print(f"{len(findings) - len(failed)} ok, {len(failed)} failed", file=sys.stderr)
+    return 1 if failed else 0
+
+

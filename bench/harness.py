@@ -1,0 +1,208 @@
+"""The harness: recipe -> pretrain -> tasks -> result files -> leaderboard.
+
+Run directory: ``<runs>/<recipe>/<profile>-<data source>-s<seed>-<hash>`` where ``hash`` covers the
+resolved recipe config and the data root.  Inside: ``recipe.yaml`` (resolved config),
+``checkpoints/last.pt`` (full training state), ``backbone.safetensors``, ``pretrain.json`` (written last:
+pretraining is complete), ``tensorboard/`` and ``results/<family>-<dataset>.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from bench import provenance
+from bench.config import config_hash, to_dict
+from bench.errors import BenchError, DatasetError
+from bench.paths import DataRoot, cache_dir
+from bench.results import SCHEMA, atomic_write_text, write_result
+from pretrain import distributed
+from pretrain.backbones import Backbone, build_backbone
+from pretrain.checkpoint import load_into, read_backbone_file
+from pretrain.config import RecipeConfig
+from pretrain.data import PretrainStream, hide_labels
+from pretrain.methods import build_method
+from pretrain.trainer import BACKBONE_NAME, CHECKPOINT_NAME, Trainer
+from tasks.base import Task, TaskContext
+from tasks.datasets.base import load_uint8_tensor
+from tasks.datasets.registry import DATASETS
+from tasks.datasets.synth.writer import ensure_synthetic
+from tasks.features import state_dict_digest
+
+PRETRAIN_DONE = "pretrain.json"
+
+
+def log(msg: str) -> None:
+    if distributed.is_main():
+        print(msg, file=sys.stderr, flush=True)
+
+
+def run_dir_for(runs: Path, recipe: RecipeConfig, profile: str, data: DataRoot) -> Path:
+    digest = hashlib.sha256(f"{config_hash(recipe, 64)}|{data.path}".encode()).hexdigest()[:10]
+    return runs / recipe.name / f"{profile}-{data.source}-s{recipe.train.seed}-{digest}"
+
+
+def prepare_data(data: DataRoot, datasets: list[str], progress: bool) -> None:
+    """Generate missing synthetic stand-ins, or check that real datasets are present."""
+    if data.synthetic:
+        log(
+            f"no data root configured (--data-root / BENCH_DATA): using SYNTHETIC stand-ins of "
+            f"{', '.join(datasets)} in {data.path} (generated once); results say data_source: synthetic"
+        )
+        ensure_synthetic(data.path, datasets, "smoke")
+        return
+    for name in datasets:
+        info = DATASETS.get(name)
+        problems = info.verify(data.path, check_images=False)
+        if problems:
+            raise DatasetError(
+                f"dataset {name!r} not usable under {data.path / info.relpath}: {problems[0]}. "
+                f"{info.prepare_hint} (or run `bench data verify {name} --root {data.path}`)"
+            )
+
+
+def pretrain(
+    recipe: RecipeConfig, profile: str, data: DataRoot, run_dir: Path, device: torch.device,
+    *, resume: bool, progress: bool,
+) -> dict[str, Any]:  # fmt: skip
+    """Pretrain (or reuse a finished run) and return the pretraining summary."""
+    done = run_dir / PRETRAIN_DONE
+    if done.is_file() and (run_dir / BACKBONE_NAME).is_file():
+        summary: dict[str, Any] = json.loads(done.read_text())
+        if summary.get("config_hash") == config_hash(recipe):
+            log(f"reusing finished pretraining in {run_dir}")
+            return summary
+    if (run_dir / CHECKPOINT_NAME).is_file() and not resume:
+        raise BenchError(
+            f"{run_dir} holds an unfinished pretraining run; pass --resume to continue it "
+            f"or --fresh to start over"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "recipe.yaml", yaml.safe_dump(to_dict(recipe), sort_keys=False))
+    torch.manual_seed(recipe.train.seed)
+    info = DATASETS.get(recipe.data.dataset)
+    size = recipe.data.image_size
+    dataset = info.load(data.path, recipe.data.split, size=size, resize=size, on_corrupt="skip")
+    if recipe.data.max_images is not None:
+        dataset = torch.utils.data.Subset(dataset, range(min(recipe.data.max_images, len(dataset))))
+        all_labels = dataset.dataset.labels[: len(dataset)]  # type: ignore[attr-defined]
+    else:
+        all_labels = dataset.labels
+    labels = hide_labels(all_labels, recipe.label_fraction, recipe.train.seed)
+    images = None
+    if recipe.data.in_memory:
+        images, _ = load_uint8_tensor(dataset, num_workers=recipe.data.num_workers)
+    stream = PretrainStream(
+        dataset, labels, recipe.train.batch_size, recipe.train.seed, images=images,
+        num_workers=recipe.data.num_workers, rank=distributed.rank(), world_size=distributed.world_size(),
+    )  # fmt: skip
+    method = build_method(recipe.method, build_backbone(recipe.backbone.name))
+    trainer = Trainer(
+        recipe, method, stream, run_dir, device, progress=progress, code_version=provenance.code_version()
+    )
+    log(
+        f"pretraining {recipe.name} ({profile}): {len(labels)} images, {trainer.total_steps} steps "
+        f"of batch {recipe.train.batch_size} on {device} -> {run_dir}"
+    )
+    result = trainer.fit(resume=resume)
+    summary = {
+        **asdict(result),
+        "config_hash": config_hash(recipe),
+        "num_images": len(labels),
+        "labelled_images": int((labels >= 0).sum()),
+        "label_seed": recipe.train.seed,
+    }
+    if distributed.is_main():
+        atomic_write_text(done, json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def load_run_backbone(run_dir: Path, backbone_name: str, device: torch.device) -> Backbone:
+    tensors, _ = read_backbone_file(run_dir / BACKBONE_NAME)
+    backbone = build_backbone(backbone_name)
+    load_into(backbone.net, tensors, str(run_dir / BACKBONE_NAME))
+    return backbone.to(device).eval()
+
+
+def result_doc(
+    recipe: RecipeConfig, task: Task, profile: str, data: DataRoot, output: Any, summary: dict[str, Any],
+    task_seconds: float, device: torch.device,
+) -> dict[str, Any]:  # fmt: skip
+    return {
+        "schema": SCHEMA,
+        "recipe": {"name": recipe.name, "config": to_dict(recipe), "config_hash": config_hash(recipe)},
+        "task": {"name": task.name, "version": task.version, "family": task.family,
+                 "protocol": task.protocol(profile)},  # fmt: skip
+        "metrics": output.metrics,
+        "primary_metric": task.primary,
+        "higher_is_better": {m.name: m.higher_is_better for m in task.metrics},
+        "details": output.details,
+        "seed": recipe.train.seed,
+        "profile": profile,
+        "data": {
+            "source": data.source,
+            "root": str(data.path),
+            "datasets": {d: data.source for d in (recipe.data.dataset, *task.datasets)},
+        },
+        "provenance": {
+            "code_version": provenance.code_version(),
+            "libraries": provenance.library_versions(),
+            "hardware": provenance.hardware(device),
+        },
+        "timings": {"pretrain_seconds": summary.get("seconds"), "task_seconds": task_seconds},
+        "pretrain": summary,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+@dataclass(frozen=True)
+class RunReport:
+    run_dir: Path
+    result_files: list[Path]
+    metrics: dict[str, dict[str, float]]
+
+
+def run(
+    recipe: RecipeConfig, tasks: list[Task], profile: str, data: DataRoot, runs: Path,
+    *, resume: bool = False, fresh: bool = False, progress: bool = True, device: torch.device | None = None,
+) -> RunReport:  # fmt: skip
+    """Pretrain ``recipe`` then evaluate every task; write one result file per task."""
+    device = device or distributed.init_from_env()
+    datasets = list(dict.fromkeys([recipe.data.dataset, *(d for t in tasks for d in t.datasets)]))
+    prepare_data(data, datasets, progress)
+    run_dir = run_dir_for(runs, recipe, profile, data)
+    if fresh and run_dir.exists() and distributed.is_main():
+        import shutil
+
+        shutil.rmtree(run_dir)
+    summary = pretrain(recipe, profile, data, run_dir, device, resume=resume, progress=progress)
+    if not distributed.is_main():
+        return RunReport(run_dir, [], {})
+    backbone = load_run_backbone(run_dir, recipe.backbone.name, device)
+    ctx = TaskContext(
+        data_root=data.path, synthetic=data.synthetic, profile=profile, device=device,
+        cache_dir=cache_dir(), seed=recipe.train.seed, weights_digest=state_dict_digest(backbone.net),
+        progress=progress,
+    )  # fmt: skip
+    files, metrics = [], {}
+    for task in tasks:
+        log(f"task {task.name} ...")
+        t0 = time.perf_counter()
+        output = task.run(backbone, ctx)
+        seconds = time.perf_counter() - t0
+        doc = result_doc(recipe, task, profile, data, output, summary, seconds, device)
+        path = run_dir / "results" / f"{task.name.replace('/', '-')}.json"
+        files.append(write_result(path, doc))
+        metrics[task.name] = output.metrics
+        shown = ", ".join(f"{k}={v:.2f}" for k, v in output.metrics.items())
+        log(f"task {task.name}: {shown} ({seconds:.1f} s)")
+    return RunReport(run_dir, files, metrics)

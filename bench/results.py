@@ -1,0 +1,105 @@
+"""Result files: one JSON document per (recipe run, task, seed), written atomically.
+
+Schema ``augbench-result/1`` (all keys always present)::
+
+    schema            "augbench-result/1"
+    recipe            {name, config (the resolved RecipeConfig), config_hash}
+    task              {name, version, family, protocol (dict)}
+    metrics           {metric name: float}
+    primary_metric    name of the metric leaderboards and CI gates use
+    higher_is_better  {metric name: bool}
+    details           task-specific extras (e.g. selected probe hyper-parameters)
+    seed, profile
+    data              {source: "synthetic" | "real", root, datasets: {name: "synthetic" | "real"}}
+    provenance        {code_version, libraries, hardware}
+    timings           {pretrain_seconds, task_seconds}
+    pretrain          the pretraining summary (steps, images/s, final loss, ...)
+    created           ISO-8601 UTC timestamp
+
+The leaderboard and the CI gate read nothing but these files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA = "augbench-result/1"
+REQUIRED = (
+    "schema", "recipe", "task", "metrics", "primary_metric", "higher_is_better", "details", "seed",
+    "profile", "data", "provenance", "timings", "pretrain", "created",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Result:
+    """A loaded result file (the raw document plus its path)."""
+
+    path: Path
+    doc: dict[str, Any]
+
+    @property
+    def recipe(self) -> str:
+        return str(self.doc["recipe"]["name"])
+
+    @property
+    def config_hash(self) -> str:
+        return str(self.doc["recipe"]["config_hash"])
+
+    @property
+    def task(self) -> str:
+        return str(self.doc["task"]["name"])
+
+    @property
+    def primary(self) -> float:
+        return float(self.doc["metrics"][self.doc["primary_metric"]])
+
+    @property
+    def higher_is_better(self) -> bool:
+        return bool(self.doc["higher_is_better"][self.doc["primary_metric"]])
+
+
+def validate(doc: dict[str, Any]) -> None:
+    """Raise ``ValueError`` if ``doc`` is not a schema-1 result document."""
+    if doc.get("schema") != SCHEMA:
+        raise ValueError(f"unsupported schema {doc.get('schema')!r} (expected {SCHEMA})")
+    missing = [k for k in REQUIRED if k not in doc]
+    if missing:
+        raise ValueError(f"missing keys: {', '.join(missing)}")
+    if doc["primary_metric"] not in doc["metrics"]:
+        raise ValueError(f"primary metric {doc['primary_metric']!r} not among metrics")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file + fsync + rename (never a partial file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def write_result(path: Path, doc: dict[str, Any]) -> Path:
+    validate(doc)
+    atomic_write_text(path, json.dumps(doc, indent=2, sort_keys=False) + "\n")
+    return path
+
+
+def iter_results(root: Path, *, warn: bool = True) -> Iterator[Result]:
+    """Every valid result file under ``root`` (``**/results/*.json``); invalid files are reported."""
+    for path in sorted(root.glob("**/results/*.json")):
+        try:
+            doc = json.loads(path.read_text())
+            validate(doc)
+        except (OSError, ValueError) as exc:
+            if warn:
+                print(f"warning: skipping {path}: {exc}", file=sys.stderr)
+            continue
+        yield Result(path, doc)

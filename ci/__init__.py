@@ -1,0 +1,1 @@
+"""CI regression gate: compare result files with stored baselines."""

@@ -1,0 +1,1 @@
+"""Leaderboards generated from result files (never hand-edited)."""

@@ -1,0 +1,79 @@
+"""Collect result files into cells: (profile, data source) -> recipe row -> task column -> seeds.
+
+Tables never mix profiles or data sources: each (profile, data source) pair is its own table.  Within a
+table, a recipe that was run with more than one resolved config (e.g. different ``--set`` overrides)
+gets one row per config, labelled with the config hash.  When a (row, task, seed) has several result
+files, the newest (``created``) wins.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.results import Result, iter_results
+
+
+@dataclass(frozen=True)
+class Cell:
+    """All seeds of one (row, task): values of the primary metric."""
+
+    values: tuple[float, ...]
+    metric: str
+    higher_is_better: bool
+    task_version: int
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.values)
+
+    @property
+    def std(self) -> float:
+        return statistics.stdev(self.values) if len(self.values) > 1 else 0.0
+
+
+@dataclass(frozen=True)
+class Table:
+    profile: str
+    data_source: str
+    rows: dict[str, dict[str, Cell]]  # row label -> task name -> cell
+
+    @property
+    def tasks(self) -> list[str]:
+        return sorted({t for cells in self.rows.values() for t in cells})
+
+
+def collect(root: Path) -> list[Table]:
+    """Group every result under ``root`` into tables (see module docstring)."""
+    latest: dict[tuple[str, str, str, str, str, int], Result] = {}
+    for res in iter_results(root):
+        d = res.doc
+        key = (d["profile"], d["data"]["source"], res.recipe, res.config_hash, res.task, int(d["seed"]))
+        if key not in latest or d["created"] >= latest[key].doc["created"]:
+            latest[key] = res
+    hashes: dict[tuple[str, str, str], set[str]] = defaultdict(set)
+    for profile, source, recipe, chash, _, _ in latest:
+        hashes[(profile, source, recipe)].add(chash)
+    grouped: dict[tuple[str, str], dict[str, dict[str, list[Result]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(list))
+    )
+    for (profile, source, recipe, chash, task, _), res in latest.items():
+        label = recipe if len(hashes[(profile, source, recipe)]) == 1 else f"{recipe} (cfg {chash[:6]})"
+        grouped[(profile, source)][label][task].append(res)
+    tables = []
+    for (profile, source), rows in sorted(grouped.items()):
+        cells = {}
+        for label, tasks in sorted(rows.items()):
+            cells[label] = {
+                task: Cell(
+                    values=tuple(r.primary for r in sorted(results, key=lambda r: r.doc["seed"])),
+                    metric=results[0].doc["primary_metric"],
+                    higher_is_better=results[0].higher_is_better,
+                    task_version=int(results[0].doc["task"]["version"]),
+                )
+                for task, results in sorted(tasks.items())
+            }
+        tables.append(Table(profile, source, cells))
+    return tables

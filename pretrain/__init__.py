@@ -1,0 +1,1 @@
+"""Pretraining: backbones, SSL methods, augmentation policies, the training loop and the recipe registry."""

@@ -1,0 +1,1 @@
+"""Augmentation: batched per-sample view pipelines and (later) batch-level masking/mixing stages."""

@@ -1,0 +1,149 @@
+"""The recipe schema: typed, frozen dataclasses validated strictly by :mod:`bench.config`.
+
+A recipe = backbone x SSL method x augmentation policy x pretraining data x optimisation x label regime.
+YAML files under ``pretrain/recipes/`` provide the values (see :mod:`pretrain.recipes`); the defaults
+here are the papers' values where a paper fixes them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """Backbone architecture; ``name`` is a key of :data:`pretrain.backbones.BACKBONES`."""
+
+    name: str = "resnet50"
+
+
+@dataclass(frozen=True)
+class MocoConfig:
+    """MoCo v2 (Chen et al. 2020, arXiv 2003.04297; MoCo: He et al. 2019, arXiv 1911.05722)."""
+
+    kind: Literal["moco"] = "moco"
+    dim: int = 128  # output dimension of the projection head
+    hidden_dim: int = 2048  # hidden width of the 2-layer MLP head
+    queue_size: int = 65536
+    momentum: float = 0.999  # key-encoder EMA momentum m
+    temperature: float = 0.2
+    shuffle_bn: bool = True  # shuffle the key batch across processes under DDP (no-op on one process)
+
+    def __post_init__(self) -> None:
+        if self.queue_size < 1 or self.dim < 1 or self.hidden_dim < 1:
+            raise ValueError("queue_size, dim and hidden_dim must be positive")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature}")
+
+
+MethodConfig = MocoConfig  # becomes a tagged union (by ``kind``) as methods are added
+
+
+@dataclass(frozen=True)
+class ViewConfig:
+    """One view of the standard SSL view pipeline, applied per sample with independent parameters.
+
+    Order (as in MoCo v2 / SimCLR): random resized crop -> horizontal flip -> colour jitter (p) ->
+    grayscale (p) -> Gaussian blur (p) -> solarize (p).  ``size`` is the output side in pixels.
+    """
+
+    size: int = 224
+    crop_scale: tuple[float, float] = (0.2, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip_p: float = 0.5
+    jitter_p: float = 0.8
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.4
+    hue: float = 0.1
+    grayscale_p: float = 0.2
+    blur_p: float = 0.5
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    solarize_p: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("flip_p", "jitter_p", "grayscale_p", "blur_p", "solarize_p"):
+            p = getattr(self, name)
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
+        lo, hi = self.crop_scale
+        if not 0.0 < lo <= hi <= 1.0:
+            raise ValueError(f"crop_scale must satisfy 0 < lo <= hi <= 1, got {self.crop_scale}")
+        if self.size < 1:
+            raise ValueError(f"size must be positive, got {self.size}")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """The augmentation policy: per-view pipelines (two views) and later batch-level stages."""
+
+    views: tuple[ViewConfig, ...] = (ViewConfig(), ViewConfig())
+
+    def __post_init__(self) -> None:
+        if len(self.views) != 2:
+            raise ValueError(f"exactly two views are supported, got {len(self.views)}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Pretraining images: an ImageFolder-layout dataset under the data root.
+
+    ``dataset`` names a dataset of :mod:`tasks.datasets` whose ``split`` is an ImageFolder tree.
+    Images are decoded, resized (shorter side) and centre-cropped to ``image_size`` once per sample;
+    the random crops of the views are then taken from that square (batched, on the training device).
+    """
+
+    dataset: str = "imagenet"
+    split: str = "train"
+    image_size: int = 256
+    in_memory: bool = False  # decode the whole split once into a uint8 tensor (small data only)
+    num_workers: int = 8
+    max_images: int | None = None  # use only the first N images (sorted order), for quick runs
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimiser and schedule; ``lr`` is for ``batch_size`` = ``lr_batch_size`` and scaled linearly."""
+
+    name: Literal["sgd", "adamw"] = "sgd"
+    lr: float = 0.03
+    lr_batch_size: int = 256
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    warmup_epochs: float = 0.0
+    schedule: Literal["cosine", "constant"] = "cosine"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training-loop settings."""
+
+    epochs: int = 200
+    batch_size: int = 256
+    seed: int = 0
+    precision: Literal["bf16", "fp16", "fp32", "auto"] = "auto"
+    channels_last: bool = True
+    checkpoint_every: int = 1000  # steps between full-state checkpoints (and one at the end)
+    log_every: int = 10  # steps between TensorBoard scalar writes
+    max_steps: int | None = None  # stop after this many steps in total (for quick runs/tests)
+
+
+@dataclass(frozen=True)
+class RecipeConfig:
+    """A complete pretraining recipe."""
+
+    name: str
+    method: MethodConfig = field(default_factory=MocoConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    label_fraction: float = 0.0  # fraction of pretraining images whose labels the method may use
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.label_fraction <= 1.0:
+            raise ValueError(f"label_fraction must be in [0, 1], got {self.label_fraction}")

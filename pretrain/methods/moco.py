@@ -1,0 +1,116 @@
+"""MoCo v2: momentum contrast with an MLP head (Chen et al. 2020, arXiv 2003.04297).
+
+Built on MoCo (He et al. 2019, arXiv 1911.05722), Algorithm 1:
+
+* query encoder ``f_q`` = backbone + 2-layer MLP head (``feature_dim -> hidden_dim -> dim``);
+* key encoder ``f_k``: a copy of ``f_q`` updated only by EMA, ``theta_k <- m theta_k + (1 - m) theta_q``
+  (here in :meth:`MoCoV2.on_step_end`, after the optimiser step; equivalent to the paper's update at the
+  start of the next forward);
+* a queue of ``K`` L2-normalised keys [K, dim] from previous batches (FIFO);
+* loss: InfoNCE over logits ``[q.k+, q.queue] / T`` of shape [B, 1 + K] with the positive at index 0.
+
+The loss is asymmetric as in the paper (view 1 -> queries, view 2 -> keys).  Under DDP the key batch is
+shuffled across processes before the key encoder and unshuffled after ("shuffling BN", Sec. 3.3), and
+the keys of all processes are enqueued.  In a single process there is nothing to shuffle across.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pretrain import distributed
+from pretrain.backbones import Backbone
+from pretrain.config import MocoConfig
+from pretrain.methods.base import SSLMethod, StepOutput, ViewBatch, mlp_head
+
+
+def info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float) -> torch.Tensor:
+    """InfoNCE of MoCo: mean over i of ``-log softmax([q_i.k_i, q_i.queue_j for j] / T)[0]``.
+
+    Args:
+        q: [B, D] L2-normalised queries.  k: [B, D] L2-normalised positive keys.
+        queue: [K, D] L2-normalised negatives.  temperature: T > 0.
+    """
+    l_pos = (q * k).sum(dim=1, keepdim=True)  # [B, 1]
+    l_neg = q @ queue.t()  # [B, K]
+    logits = torch.cat([l_pos, l_neg], dim=1) / temperature
+    target = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
+    return F.cross_entropy(logits, target)
+
+
+class MoCoV2(SSLMethod):
+    """MoCo v2 (see module docstring).  ``forward`` consumes ``batch.views = (x_q, x_k)``."""
+
+    queue: torch.Tensor
+    queue_ptr: torch.Tensor
+
+    def __init__(self, backbone: Backbone, cfg: MocoConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.backbone = backbone
+        self.head = mlp_head(backbone.feature_dim, cfg.hidden_dim, cfg.dim)
+        self.key_backbone = copy.deepcopy(backbone)
+        self.key_head = copy.deepcopy(self.head)
+        for p in self._key_params():
+            p.requires_grad_(False)
+        self.register_buffer("queue", F.normalize(torch.randn(cfg.queue_size, cfg.dim), dim=1))
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+
+    def _key_params(self) -> list[nn.Parameter]:
+        return [*self.key_backbone.parameters(), *self.key_head.parameters()]
+
+    def _query_params(self) -> list[nn.Parameter]:
+        return [*self.backbone.parameters(), *self.head.parameters()]
+
+    @torch.no_grad()
+    def _keys(self, x: torch.Tensor) -> torch.Tensor:
+        """Keys [B, dim] for ``x`` [B, 3, S, S]; shuffles the batch across processes under DDP."""
+        if distributed.is_distributed() and self.cfg.shuffle_bn:
+            x_all = distributed.all_gather_nograd(x)
+            perm = distributed.broadcast_(torch.randperm(x_all.shape[0], device=x.device))
+            b, r = x.shape[0], distributed.rank()
+            mine = perm.view(distributed.world_size(), b)[r]
+            k_mine = F.normalize(self.key_head(self.key_backbone(x_all[mine])).float(), dim=1)
+            k_all = distributed.all_gather_nograd(k_mine)
+            unshuffled = torch.empty_like(k_all)
+            unshuffled[perm] = k_all
+            return unshuffled[r * b : (r + 1) * b]
+        return F.normalize(self.key_head(self.key_backbone(x)).float(), dim=1)
+
+    def forward(self, batch: ViewBatch) -> StepOutput:
+        x_q, x_k = batch.views
+        q = F.normalize(self.head(self.backbone(x_q)).float(), dim=1)
+        k = self._keys(x_k)
+        queue = self.queue.clone().detach()
+        loss = info_nce(q, k, queue, self.cfg.temperature)
+        with torch.no_grad():
+            pos = (q * k).sum(dim=1, keepdim=True)
+            acc = (pos > (q @ queue.t()).max(dim=1, keepdim=True).values).float().mean()
+        self._enqueue(k)
+        return StepOutput(loss=loss, logs={"loss": loss.detach(), "pos_top1": acc})
+
+    @torch.no_grad()
+    def _enqueue(self, k: torch.Tensor) -> None:
+        if not self.training:
+            return
+        keys = distributed.all_gather_nograd(k)
+        n, size = keys.shape[0], self.queue.shape[0]
+        if n >= size:
+            self.queue.copy_(keys[-size:])
+            self.queue_ptr.zero_()
+            return
+        ptr = int(self.queue_ptr)
+        idx = (torch.arange(n, device=keys.device) + ptr) % size
+        self.queue[idx] = keys.to(self.queue.dtype)
+        self.queue_ptr.fill_((ptr + n) % size)
+
+    @torch.no_grad()
+    def on_step_end(self, step: int, total_steps: int) -> None:
+        m = self.cfg.momentum
+        for pk, pq in zip(self._key_params(), self._query_params(), strict=True):
+            pk.mul_(m).add_(pq.detach(), alpha=1.0 - m)
+        # BN running statistics of the key encoder follow their own forward passes (as in the paper).

@@ -1,0 +1,100 @@
+"""The recipe registry: named recipes resolved from layered YAML into a validated RecipeConfig.
+
+Resolution of recipe ``R`` under profile ``P`` (later layers win; mappings merge, lists replace):
+
+1. the schema defaults of :class:`pretrain.config.RecipeConfig`;
+2. ``profiles/P.yaml`` (scale: backbone, data, epochs, batch size, optimiser defaults);
+3. ``methods/<method>.yaml`` top level, then its ``profiles: P:`` section;
+4. the recipe entry's own layer (augmentation stages, label regime; later issues);
+5. a user recipe file's contents (``--recipe path/to/file.yaml``, which names ``extends: <recipe>``);
+6. ``--set key.path=value`` overrides.
+
+The merged mapping is validated strictly (:func:`bench.config.from_dict`): unknown or mistyped keys
+fail with their dotted path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from bench.config import apply_overrides, deep_merge, from_dict, load_yaml
+from bench.errors import ConfigError, UnknownNameError
+from bench.registry import Registry
+from pretrain.config import RecipeConfig
+
+PROFILES = ("smoke", "paper")
+
+
+@dataclass(frozen=True)
+class RecipeEntry:
+    """A registered recipe: its method, augmentation and label regime, and its own YAML layer."""
+
+    name: str
+    method: str
+    description: str
+    aug: str | None = None
+    regime: str | None = None
+    layer: dict[str, Any] = field(default_factory=dict)
+
+
+def _yaml(rel: str) -> dict[str, Any]:
+    path = Path(str(resources.files("pretrain.recipes").joinpath(rel)))
+    return load_yaml(path)
+
+
+def build_recipe_registry() -> Registry[RecipeEntry]:
+    reg: Registry[RecipeEntry] = Registry("recipe")
+    reg.register("moco", RecipeEntry("moco", "moco", "MoCo v2 with its standard views"))
+    return reg
+
+
+RECIPES = build_recipe_registry()
+
+
+def check_profile(profile: str) -> str:
+    if profile not in PROFILES:
+        raise UnknownNameError("profile", profile, PROFILES)
+    return profile
+
+
+def recipe_layers(name: str, profile: str) -> tuple[str, list[dict[str, Any]]]:
+    """The recipe's name and its YAML layers (without overrides), in merge order."""
+    check_profile(profile)
+    user_layer: dict[str, Any] = {}
+    if name.endswith((".yaml", ".yml")):
+        path = Path(name)
+        user_layer = load_yaml(path)
+        base = user_layer.pop("extends", None)
+        if not isinstance(base, str):
+            raise ConfigError(f"{path}: a recipe file must name the recipe it extends (extends: moco)")
+        name, recipe_name = base, user_layer.pop("name", path.stem)
+    else:
+        recipe_name = name
+    entry = RECIPES.get(name)
+    method = _yaml(f"methods/{entry.method}.yaml")
+    method_profiles = method.pop("profiles", {}) or {}
+    layers = [
+        _yaml(f"profiles/{profile}.yaml"),
+        method,
+        method_profiles.get(profile, {}) or {},
+        entry.layer,
+        user_layer,
+    ]
+    return recipe_name, layers
+
+
+def resolve_recipe(name: str, profile: str = "smoke", overrides: Sequence[str] = ()) -> RecipeConfig:
+    """The validated :class:`RecipeConfig` for recipe ``name`` (or a recipe file) under ``profile``."""
+    recipe_name, layers = recipe_layers(name, profile)
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged = deep_merge(merged, layer)
+    merged["name"] = recipe_name
+    merged = apply_overrides(merged, overrides)
+    if merged.get("name") != recipe_name:
+        raise ConfigError("the recipe name cannot be overridden with --set (use a recipe file)")
+    return from_dict(RecipeConfig, merged, path=recipe_name)

@@ -1,0 +1,1 @@
+"""Downstream tasks: datasets (real layouts + synthetic writers), feature cache, probes, metrics."""

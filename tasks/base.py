@@ -1,0 +1,65 @@
+"""The task contract.
+
+A task is a declared object: ``name`` (what users type, e.g. ``linear/cifar10``), ``version`` (bumped
+whenever its scores could change), ``family``, the ``datasets`` it needs, its ``metrics`` (with
+``higher_is_better``) and ``primary`` metric, its ``protocol(profile)`` (recorded in results) and
+``run(backbone, ctx) -> TaskOutput``.  Tasks never launch processes; the harness decides where they run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from pretrain.backbones import Backbone
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    higher_is_better: bool = True
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    """Everything a task may use besides the backbone.
+
+    Attributes:
+        data_root: the dataset root (real data or the synthetic stand-ins).
+        synthetic: whether ``data_root`` holds the synthetic stand-ins.
+        profile: "smoke" or "paper" (sets resolutions and probe budgets).
+        weights_digest: content hash of the backbone weights (feature-cache key).
+    """
+
+    data_root: Path
+    synthetic: bool
+    profile: str
+    device: torch.device
+    cache_dir: Path
+    seed: int
+    weights_digest: str
+    progress: bool = True
+    num_workers: int = 0
+
+
+@dataclass(frozen=True)
+class TaskOutput:
+    metrics: dict[str, float]
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Task(Protocol):
+    name: str
+    version: int
+    family: str
+    datasets: tuple[str, ...]
+    metrics: tuple[Metric, ...]
+    primary: str
+    description: str
+
+    def protocol(self, profile: str) -> dict[str, Any]: ...
+
+    def run(self, backbone: Backbone, ctx: TaskContext) -> TaskOutput: ...

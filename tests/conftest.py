@@ -1,0 +1,43 @@
+"""Shared test fixtures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.results import SCHEMA, write_result
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never touch the user's cache, data or runs from tests."""
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.delenv("BENCH_DATA", raising=False)
+    monkeypatch.delenv("BENCH_RUNS", raising=False)
+
+
+def make_result(
+    root: Path, recipe: str, task: str, seed: int, value: float, *, profile: str = "smoke",
+    source: str = "synthetic", config_hash: str = "abc123", version: int = 1, created: str = "2026-01-01T00:00:00",
+) -> Path:  # fmt: skip
+    """Write a schema-valid result file the way the harness lays them out."""
+    doc: dict[str, Any] = {
+        "schema": SCHEMA,
+        "recipe": {"name": recipe, "config": {}, "config_hash": config_hash},
+        "task": {"name": task, "version": version, "family": task.split("/")[0], "protocol": {}},
+        "metrics": {"top1": value, "top5": min(100.0, value + 10)},
+        "primary_metric": "top1",
+        "higher_is_better": {"top1": True, "top5": True},
+        "details": {},
+        "seed": seed,
+        "profile": profile,
+        "data": {"source": source, "root": "/x", "datasets": {}},
+        "provenance": {},
+        "timings": {},
+        "pretrain": {},
+        "created": created,
+    }
+    run = root / recipe / f"{profile}-{source}-s{seed}-{config_hash}"
+    return write_result(run / "results" / f"{task.replace('/', '-')}.json", doc)
