@@ -1,0 +1,155 @@
+"""The dataset registry: what each dataset is called, where it lives under a data root, how to load,
+verify and synthesise it.
+
+Entries are listed explicitly in :func:`build_dataset_registry`; adding a dataset means one module with its
+reader/writer/stand-in (like :mod:`tasks.datasets.cifar`) plus one ``DatasetInfo`` there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.errors import DatasetError
+from bench.registry import Registry
+from tasks.datasets import cifar, imagefolder
+from tasks.datasets.base import ImageDataset, OnCorrupt
+
+SYNTHETIC_SCALES = ("smoke", "tiny")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """One dataset.
+
+    Attributes:
+        name: registry name (``"cifar10"``).
+        description: one line for listings.
+        relpath: folder under the data root that holds the dataset (must exist for it to be present).
+        splits: split names accepted by :meth:`load`.
+        train_split: the split to train/pretrain on.
+        test_split: the held-out split used for evaluation (CIFAR: ``"test"``; ImageNet: ``"val"``).
+        num_classes: number of classes of the real dataset (the synthetic stand-ins have the same count
+            where feasible, see ``synthetic_classes``).
+        synthetic_classes: number of classes of the synthetic stand-in.
+        default_size / default_resize: eval-transform sizes of the real data, used when :meth:`load` gets
+            ``None`` (a given ``size`` without ``resize`` keeps their ratio).
+        synthetic_image_size: side in pixels of the synthetic stand-in's images.
+        prepare_hint: how to obtain the real data (shown in errors).
+        loader: ``(root, split, size, resize, on_corrupt) -> ImageDataset``.
+        synthesizer: ``(root, seed, scale) -> None``; writes the stand-in into ``root / relpath``.
+        verifier: ``(root, check_images) -> list[str]`` of problems.
+    """
+
+    name: str
+    description: str
+    relpath: str
+    splits: tuple[str, ...]
+    train_split: str
+    test_split: str
+    num_classes: int
+    synthetic_classes: int
+    default_size: int
+    default_resize: int
+    synthetic_image_size: int
+    prepare_hint: str
+    loader: Callable[[Path, str, int, int, OnCorrupt], ImageDataset]
+    synthesizer: Callable[[Path, int, str], None]
+    verifier: Callable[[Path, bool], list[str]]
+
+    def path(self, root: Path | str) -> Path:
+        """Where this dataset lives under ``root``."""
+        return Path(root) / self.relpath
+
+    def load(
+        self,
+        root: Path | str,
+        split: str,
+        size: int | None = None,
+        resize: int | None = None,
+        on_corrupt: OnCorrupt = "raise",
+    ) -> ImageDataset:
+        """Load ``split`` from ``root`` (sizes default to ``default_size``/``default_resize``)."""
+        if split not in self.splits:
+            raise DatasetError(f"{self.name} has splits {', '.join(self.splits)}; got {split!r}")
+        if not self.path(root).is_dir():
+            raise DatasetError(f"{self.name} not found: no directory {self.path(root)}; {self.prepare_hint}")
+        if size is None:
+            size = self.default_size
+        if resize is None:  # keep the default resize/size ratio (256/224 for ImageNet)
+            resize = round(size * self.default_resize / self.default_size)
+        return self.loader(Path(root), split, size, resize, on_corrupt)
+
+    def write_synthetic(self, root: Path | str, seed: int, scale: str) -> None:
+        """Write the synthetic stand-in (``scale`` in :data:`SYNTHETIC_SCALES`) into ``root / relpath``.
+
+        Writes in place; use :func:`tasks.datasets.synth.writer.ensure_synthetic` for cached, atomic output.
+        """
+        if scale not in SYNTHETIC_SCALES:
+            raise DatasetError(
+                f"unknown synthetic scale {scale!r}; choose from {', '.join(SYNTHETIC_SCALES)}"
+            )
+        self.synthesizer(Path(root), seed, scale)
+
+    def verify(self, root: Path | str, check_images: bool = False) -> list[str]:
+        """Problems with the copy under ``root`` (layout, expected files, counts; with ``check_images`` also
+        every image decodes); empty if it looks fine."""
+        if not self.path(root).is_dir():
+            return [f"{self.name}: no directory {self.path(root)}; {self.prepare_hint}"]
+        return self.verifier(Path(root), check_images)
+
+
+def _load_cifar10(root: Path, split: str, size: int, resize: int, on_corrupt: OnCorrupt) -> ImageDataset:
+    del on_corrupt  # in-memory pickles: a damaged file always raises
+    return cifar.load_cifar10(root, split, size, resize)
+
+
+def _load_imagenet(root: Path, split: str, size: int, resize: int, on_corrupt: OnCorrupt) -> ImageDataset:
+    return imagefolder.load_imagenet(root, split, size, resize, on_corrupt)
+
+
+def build_dataset_registry() -> Registry[DatasetInfo]:
+    """A fresh registry holding every dataset, listed explicitly."""
+    registry: Registry[DatasetInfo] = Registry("dataset")
+    cifar10 = DatasetInfo(
+        name="cifar10",
+        description="CIFAR-10 (python version): 50k train / 10k test 32x32 images, 10 classes",
+        relpath=cifar.CIFAR10_DIR,
+        splits=("train", "test"),
+        train_split="train",
+        test_split="test",
+        num_classes=10,
+        synthetic_classes=10,
+        default_size=32,
+        default_resize=32,
+        synthetic_image_size=32,
+        prepare_hint=cifar.CIFAR10_PREPARE_HINT,
+        loader=_load_cifar10,
+        synthesizer=cifar.write_synthetic_cifar10,
+        verifier=cifar.verify_cifar10,
+    )
+    imagenet = DatasetInfo(
+        name="imagenet",
+        description="ImageNet-1k (ILSVRC2012) as an ImageFolder tree: train / val per wnid",
+        relpath=imagefolder.IMAGENET_DIR,
+        splits=imagefolder.IMAGENET_SPLITS,
+        train_split="train",
+        test_split="val",
+        num_classes=1000,
+        synthetic_classes=imagefolder.IMAGENET_SYNTH_CLASSES,
+        default_size=224,
+        default_resize=256,
+        synthetic_image_size=imagefolder.IMAGENET_SYNTH_SIZE,
+        prepare_hint=imagefolder.IMAGENET_PREPARE_HINT,
+        loader=_load_imagenet,
+        synthesizer=imagefolder.write_synthetic_imagenet,
+        verifier=imagefolder.verify_imagenet,
+    )
+    for info in (cifar10, imagenet):
+        registry.register(info.name, info)
+    return registry
+
+
+#: The datasets augbench knows about.
+DATASETS: Registry[DatasetInfo] = build_dataset_registry()
