@@ -23,9 +23,13 @@ from bench.errors import BenchError
 def _add_common_recipe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default="smoke", help="scale profile: smoke (CPU, minutes) or paper")
     p.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a recipe field, e.g. --set train.epochs=5 (repeatable)",
-    )  # fmt: skip
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,5 +106,3 @@ def entry() -> None:  # pragma: no cover
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
-
-

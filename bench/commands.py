@@ -51,9 +51,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         recipe = resolve_recipe(args.recipe, profile, overrides)
         reports.append(
             harness.run(
-                recipe, tasks, profile, data, runs,
-                resume=args.resume, fresh=args.fresh, progress=not args.no_progress,
-            )  # fmt: skip
+                recipe,
+                tasks,
+                profile,
+                data,
+                runs,
+                resume=args.resume,
+                fresh=args.fresh,
+                progress=not args.no_progress,
+            )
         )
     from pretrain import distributed
 
@@ -81,7 +87,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
         from tasks.registry import TASKS, task_groups
 
         data = resolve_data_root(args.data_root)
-        rows = []
+        task_rows = []
         for name, task in TASKS.items():
             status = []
             for ds in task.datasets:
@@ -93,14 +99,14 @@ def cmd_ls(args: argparse.Namespace) -> int:
                 else:
                     state = "found"
                 status.append(f"{ds}: {state}")
-            rows.append([name, task.version, "; ".join(status), task.description])
-        print(tabulate(rows, headers=["task", "version", f"data ({data.path})", "description"]))
+            task_rows.append([name, str(task.version), "; ".join(status), task.description])
+        print(tabulate(task_rows, headers=["task", "version", f"data ({data.path})", "description"]))
         groups = task_groups()
         print("\ngroups: " + "; ".join(f"{g} = {', '.join(v)}" for g, v in groups.items()))
     elif args.what == "backbones":
         from pretrain.backbones import BACKBONES
 
-        rows = [[n, s.feature_dim, s.description] for n, s in BACKBONES.items()]
+        rows = [[n, str(s.feature_dim), s.description] for n, s in BACKBONES.items()]
         print(tabulate(rows, headers=["backbone", "feature dim", "description"]))
     else:
         from pretrain.recipes import PROFILES
@@ -169,5 +175,3 @@ def cmd_ci(args: argparse.Namespace) -> int:
     failed = [f for f in findings if f.failed]
     print(f"{len(findings) - len(failed)} ok, {len(failed)} failed", file=sys.stderr)
     return 1 if failed else 0
-
-

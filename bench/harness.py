@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import yaml
@@ -33,7 +33,7 @@ from pretrain.data import PretrainStream, hide_labels
 from pretrain.methods import build_method
 from pretrain.trainer import BACKBONE_NAME, CHECKPOINT_NAME, Trainer
 from tasks.base import Task, TaskContext
-from tasks.datasets.base import load_uint8_tensor
+from tasks.datasets.base import ImageDataset, load_uint8_tensor
 from tasks.datasets.registry import DATASETS
 from tasks.datasets.synth.writer import ensure_synthetic
 from tasks.features import state_dict_digest
@@ -71,9 +71,15 @@ def prepare_data(data: DataRoot, datasets: list[str], progress: bool) -> None:
 
 
 def pretrain(
-    recipe: RecipeConfig, profile: str, data: DataRoot, run_dir: Path, device: torch.device,
-    *, resume: bool, progress: bool,
-) -> dict[str, Any]:  # fmt: skip
+    recipe: RecipeConfig,
+    profile: str,
+    data: DataRoot,
+    run_dir: Path,
+    device: torch.device,
+    *,
+    resume: bool,
+    progress: bool,
+) -> dict[str, Any]:
     """Pretrain (or reuse a finished run) and return the pretraining summary."""
     done = run_dir / PRETRAIN_DONE
     if done.is_file() and (run_dir / BACKBONE_NAME).is_file():
@@ -91,20 +97,24 @@ def pretrain(
     torch.manual_seed(recipe.train.seed)
     info = DATASETS.get(recipe.data.dataset)
     size = recipe.data.image_size
-    dataset = info.load(data.path, recipe.data.split, size=size, resize=size, on_corrupt="skip")
-    if recipe.data.max_images is not None:
-        dataset = torch.utils.data.Subset(dataset, range(min(recipe.data.max_images, len(dataset))))
-        all_labels = dataset.dataset.labels[: len(dataset)]  # type: ignore[attr-defined]
-    else:
-        all_labels = dataset.labels
+    full = info.load(data.path, recipe.data.split, size=size, resize=size, on_corrupt="skip")
+    n = len(full) if recipe.data.max_images is None else min(recipe.data.max_images, len(full))
+    dataset: torch.utils.data.Dataset = full if n == len(full) else torch.utils.data.Subset(full, range(n))
+    all_labels = full.labels[:n]
     labels = hide_labels(all_labels, recipe.label_fraction, recipe.train.seed)
     images = None
     if recipe.data.in_memory:
-        images, _ = load_uint8_tensor(dataset, num_workers=recipe.data.num_workers)
+        images, _ = load_uint8_tensor(cast(ImageDataset, dataset), num_workers=recipe.data.num_workers)
     stream = PretrainStream(
-        dataset, labels, recipe.train.batch_size, recipe.train.seed, images=images,
-        num_workers=recipe.data.num_workers, rank=distributed.rank(), world_size=distributed.world_size(),
-    )  # fmt: skip
+        dataset,
+        labels,
+        recipe.train.batch_size,
+        recipe.train.seed,
+        images=images,
+        num_workers=recipe.data.num_workers,
+        rank=distributed.rank(),
+        world_size=distributed.world_size(),
+    )
     method = build_method(recipe.method, build_backbone(recipe.backbone.name))
     trainer = Trainer(
         recipe, method, stream, run_dir, device, progress=progress, code_version=provenance.code_version()
@@ -134,14 +144,24 @@ def load_run_backbone(run_dir: Path, backbone_name: str, device: torch.device) -
 
 
 def result_doc(
-    recipe: RecipeConfig, task: Task, profile: str, data: DataRoot, output: Any, summary: dict[str, Any],
-    task_seconds: float, device: torch.device,
-) -> dict[str, Any]:  # fmt: skip
+    recipe: RecipeConfig,
+    task: Task,
+    profile: str,
+    data: DataRoot,
+    output: Any,
+    summary: dict[str, Any],
+    task_seconds: float,
+    device: torch.device,
+) -> dict[str, Any]:
     return {
         "schema": SCHEMA,
         "recipe": {"name": recipe.name, "config": to_dict(recipe), "config_hash": config_hash(recipe)},
-        "task": {"name": task.name, "version": task.version, "family": task.family,
-                 "protocol": task.protocol(profile)},  # fmt: skip
+        "task": {
+            "name": task.name,
+            "version": task.version,
+            "family": task.family,
+            "protocol": task.protocol(profile),
+        },
         "metrics": output.metrics,
         "primary_metric": task.primary,
         "higher_is_better": {m.name: m.higher_is_better for m in task.metrics},
@@ -172,9 +192,17 @@ class RunReport:
 
 
 def run(
-    recipe: RecipeConfig, tasks: list[Task], profile: str, data: DataRoot, runs: Path,
-    *, resume: bool = False, fresh: bool = False, progress: bool = True, device: torch.device | None = None,
-) -> RunReport:  # fmt: skip
+    recipe: RecipeConfig,
+    tasks: list[Task],
+    profile: str,
+    data: DataRoot,
+    runs: Path,
+    *,
+    resume: bool = False,
+    fresh: bool = False,
+    progress: bool = True,
+    device: torch.device | None = None,
+) -> RunReport:
     """Pretrain ``recipe`` then evaluate every task; write one result file per task."""
     device = device or distributed.init_from_env()
     datasets = list(dict.fromkeys([recipe.data.dataset, *(d for t in tasks for d in t.datasets)]))
@@ -189,10 +217,15 @@ def run(
         return RunReport(run_dir, [], {})
     backbone = load_run_backbone(run_dir, recipe.backbone.name, device)
     ctx = TaskContext(
-        data_root=data.path, synthetic=data.synthetic, profile=profile, device=device,
-        cache_dir=cache_dir(), seed=recipe.train.seed, weights_digest=state_dict_digest(backbone.net),
+        data_root=data.path,
+        synthetic=data.synthetic,
+        profile=profile,
+        device=device,
+        cache_dir=cache_dir(),
+        seed=recipe.train.seed,
+        weights_digest=state_dict_digest(backbone.net),
         progress=progress,
-    )  # fmt: skip
+    )
     files, metrics = [], {}
     for task in tasks:
         log(f"task {task.name} ...")

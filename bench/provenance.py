@@ -18,7 +18,7 @@ _REPO = Path(__file__).resolve().parent.parent
 
 @functools.cache
 def code_version() -> str:
-    """``git describe``-like revision of the source tree (``+dirty`` when modified), or the package version."""
+    """Revision of the source tree (``+dirty`` when tracked files changed), else the package version."""
     try:
         rev = subprocess.run(
             ["git", "rev-parse", "--short=12", "HEAD"], cwd=_REPO, capture_output=True, text=True, timeout=10

@@ -31,9 +31,21 @@ from typing import Any
 
 SCHEMA = "augbench-result/1"
 REQUIRED = (
-    "schema", "recipe", "task", "metrics", "primary_metric", "higher_is_better", "details", "seed",
-    "profile", "data", "provenance", "timings", "pretrain", "created",
-)  # fmt: skip
+    "schema",
+    "recipe",
+    "task",
+    "metrics",
+    "primary_metric",
+    "higher_is_better",
+    "details",
+    "seed",
+    "profile",
+    "data",
+    "provenance",
+    "timings",
+    "pretrain",
+    "created",
+)
 
 
 @dataclass(frozen=True)

@@ -106,5 +106,7 @@ def format_findings(findings: list[Finding]) -> str:
     lines = []
     for f in findings:
         cur = "missing" if f.current is None else f"{f.current:.2f}"
-        lines.append(f"{f.status.upper():9s} {f.recipe:24s} {f.task:22s} {cur} vs {f.baseline:.2f} ± {f.tolerance}")
+        lines.append(
+            f"{f.status.upper():9s} {f.recipe:24s} {f.task:22s} {cur} vs {f.baseline:.2f} ± {f.tolerance}"
+        )
     return "\n".join(lines)

@@ -24,10 +24,18 @@ def render_table(table: Table) -> str:
     tasks = table.tasks
     headers = ["recipe", *tasks]
     body = [[label, *(format_cell(cells.get(t)) for t in tasks)] for label, cells in table.rows.items()]
-    metrics = sorted({f"{t}: {c.metric}" + ("" if c.higher_is_better else " (lower is better)")
-                      for cells in table.rows.values() for t, c in cells.items()})  # fmt: skip
-    note = "synthetic stand-in data: compares recipes with each other only" if table.data_source == (
-        "synthetic") else "real data"  # fmt: skip
+    metrics = sorted(
+        {
+            f"{t}: {c.metric}" + ("" if c.higher_is_better else " (lower is better)")
+            for cells in table.rows.values()
+            for t, c in cells.items()
+        }
+    )
+    note = (
+        "synthetic stand-in data: compares recipes with each other only"
+        if table.data_source == ("synthetic")
+        else "real data"
+    )
     return (
         f"## profile `{table.profile}`, data `{table.data_source}`\n\n"
         f"_{note}; metric per column: {'; '.join(metrics)}; mean ± std over seeds._\n\n"

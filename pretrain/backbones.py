@@ -29,9 +29,12 @@ class Backbone(nn.Module):
     Shapes: ``forward(x: [B, 3, H, W] float in [0, 1]) -> [B, feature_dim]``.
     """
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, net: ResNet, feature_dim: int, name: str) -> None:
         super().__init__()
-        net.fc = nn.Identity()  # type: ignore[assignment]
+        net.fc = nn.Identity()
         self.net = net
         self.feature_dim = feature_dim
         self.name = name
@@ -39,13 +42,13 @@ class Backbone(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net((x - self.mean) / self.std)  # type: ignore[no-any-return]
+        return self.net((x - self.mean) / self.std)
 
 
 def _cifar_stem(net: ResNet, width: int) -> ResNet:
     """3x3 stride-1 first convolution and no max-pool (He et al. 2016's CIFAR stem, SimCLR's CIFAR setup)."""
     net.conv1 = nn.Conv2d(3, width, kernel_size=3, stride=1, padding=1, bias=False)
-    net.maxpool = nn.Identity()  # type: ignore[assignment]
+    net.maxpool = nn.Identity()
     return net
 
 

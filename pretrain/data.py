@@ -25,7 +25,7 @@ def hide_labels(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     reproducible and recorded by (fraction, seed).  ``fraction = 0`` hides every label (self-supervised).
     """
     out = np.full_like(labels, -1)
-    n_keep = int(round(fraction * len(labels)))
+    n_keep = round(fraction * len(labels))
     if n_keep:
         perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed)).numpy()
         keep = perm[:n_keep]

@@ -74,7 +74,9 @@ def lr_at(step: int, total: int, base_lr: float, warmup: int, schedule: str) -> 
     return base_lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def build_optimizer(recipe: RecipeConfig, params: list[nn.Parameter], base_lr: float) -> torch.optim.Optimizer:
+def build_optimizer(
+    recipe: RecipeConfig, params: list[nn.Parameter], base_lr: float
+) -> torch.optim.Optimizer:
     o = recipe.optim
     if o.name == "sgd":
         return torch.optim.SGD(params, lr=base_lr, momentum=o.momentum, weight_decay=o.weight_decay)
@@ -102,7 +104,7 @@ class Trainer:
         self.amp_dtype = resolve_precision(recipe.train.precision, device)
         self.channels_last = recipe.train.channels_last
         if self.channels_last:
-            self.method.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            self.method.to(memory_format=torch.channels_last)
         world = distributed.world_size()
         global_batch = recipe.train.batch_size * world
         self.base_lr = recipe.optim.lr * global_batch / recipe.optim.lr_batch_size

@@ -52,13 +52,20 @@ class TaskOutput:
 
 
 class Task(Protocol):
-    name: str
-    version: int
-    family: str
-    datasets: tuple[str, ...]
-    metrics: tuple[Metric, ...]
-    primary: str
-    description: str
+    @property
+    def name(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def family(self) -> str: ...
+    @property
+    def datasets(self) -> tuple[str, ...]: ...
+    @property
+    def metrics(self) -> tuple[Metric, ...]: ...
+    @property
+    def primary(self) -> str: ...
+    @property
+    def description(self) -> str: ...
 
     def protocol(self, profile: str) -> dict[str, Any]: ...
 

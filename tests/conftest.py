@@ -19,9 +19,18 @@ def _isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
 
 
 def make_result(
-    root: Path, recipe: str, task: str, seed: int, value: float, *, profile: str = "smoke",
-    source: str = "synthetic", config_hash: str = "abc123", version: int = 1, created: str = "2026-01-01T00:00:00",
-) -> Path:  # fmt: skip
+    root: Path,
+    recipe: str,
+    task: str,
+    seed: int,
+    value: float,
+    *,
+    profile: str = "smoke",
+    source: str = "synthetic",
+    config_hash: str = "abc123",
+    version: int = 1,
+    created: str = "2026-01-01T00:00:00",
+) -> Path:
     """Write a schema-valid result file the way the harness lays them out."""
     doc: dict[str, Any] = {
         "schema": SCHEMA,

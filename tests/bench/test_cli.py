@@ -32,15 +32,21 @@ def test_ls_and_show(capsys: pytest.CaptureFixture[str]) -> None:
         (["data", "verify", "cifar10"], "no data root given"),
     ],
 )
-def test_user_errors_are_one_line_exit_2(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_user_errors_are_one_line_exit_2(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err
     assert err.count("\n") == 1 and "Traceback" not in err
 
 
-def test_missing_real_dataset_says_where_and_how(tmp_path: object, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["run", "--recipe", "moco", "--tasks", "cifar10", "--data-root", str(tmp_path), "--no-progress"])
+def test_missing_real_dataset_says_where_and_how(
+    tmp_path: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        ["run", "--recipe", "moco", "--tasks", "cifar10", "--data-root", str(tmp_path), "--no-progress"]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert str(tmp_path) in err and "bench data" in err
@@ -48,7 +54,10 @@ def test_missing_real_dataset_says_where_and_how(tmp_path: object, capsys: pytes
 
 def test_console_script_entry_point() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.cli", "show", "recipe", "nope"], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "bench.cli", "show", "recipe", "nope"],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert proc.stderr.startswith("bench: error: unknown recipe 'nope'")

@@ -73,7 +73,9 @@ def test_tagged_union_dispatch() -> None:
 
 
 def test_overrides_are_yaml_parsed_and_validated() -> None:
-    data = apply_overrides({"name": "r", "stages": [{"kind": "a"}]}, ["inner.lr=0.5", "flag=true", "stages.0.x=7"])
+    data = apply_overrides(
+        {"name": "r", "stages": [{"kind": "a"}]}, ["inner.lr=0.5", "flag=true", "stages.0.x=7"]
+    )
     cfg = from_dict(Outer, data)
     assert cfg.inner.lr == 0.5 and cfg.flag is True and cfg.stages[0] == KindA(x=7)
     with pytest.raises(ConfigError, match="key=value"):

@@ -19,10 +19,16 @@ from pretrain.recipes import resolve_recipe
 from pretrain.trainer import BACKBONE_NAME, CHECKPOINT_NAME, Trainer, lr_at
 
 TINY = [
-    "augment.views.0.size=16", "augment.views.1.size=16", "method.queue_size=64", "method.hidden_dim=32",
-    "train.batch_size=8", "train.epochs=2", "train.checkpoint_every=2", "train.log_every=1",
+    "augment.views.0.size=16",
+    "augment.views.1.size=16",
+    "method.queue_size=64",
+    "method.hidden_dim=32",
+    "train.batch_size=8",
+    "train.epochs=2",
+    "train.checkpoint_every=2",
+    "train.log_every=1",
     "optim.warmup_epochs=0.5",
-]  # fmt: skip
+]
 
 
 def tiny_recipe(*extra: str) -> RecipeConfig:
@@ -60,7 +66,9 @@ def test_deterministic_for_fixed_seed(tmp_path: Path) -> None:
     assert s3.final_loss != s1.final_loss
 
 
-def test_resume_after_interruption_matches_uninterrupted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resume_after_interruption_matches_uninterrupted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     recipe = tiny_recipe()
     make_trainer(recipe, tmp_path / "full").fit()
 
