@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
 import yaml
@@ -33,7 +33,7 @@ from pretrain.data import PretrainStream, hide_labels
 from pretrain.methods import build_method
 from pretrain.trainer import BACKBONE_NAME, CHECKPOINT_NAME, Trainer
 from tasks.base import Task, TaskContext
-from tasks.datasets.base import ImageDataset, load_uint8_tensor
+from tasks.datasets.base import load_uint8_tensor
 from tasks.datasets.registry import DATASETS
 from tasks.datasets.synth.writer import ensure_synthetic
 from tasks.features import state_dict_digest
@@ -97,14 +97,14 @@ def pretrain(
     torch.manual_seed(recipe.train.seed)
     info = DATASETS.get(recipe.data.dataset)
     size = recipe.data.image_size
-    full = info.load(data.path, recipe.data.split, size=size, resize=size, on_corrupt="skip")
+    full = info.load(data.path, recipe.data.split, size=size, resize=size, on_corrupt=recipe.data.on_corrupt)
     n = len(full) if recipe.data.max_images is None else min(recipe.data.max_images, len(full))
     dataset: torch.utils.data.Dataset = full if n == len(full) else torch.utils.data.Subset(full, range(n))
     all_labels = full.labels[:n]
     labels = hide_labels(all_labels, recipe.label_fraction, recipe.train.seed)
     images = None
     if recipe.data.in_memory:
-        images, _ = load_uint8_tensor(cast(ImageDataset, dataset), num_workers=recipe.data.num_workers)
+        images = load_uint8_tensor(full, num_workers=recipe.data.num_workers)[0][:n]
     stream = PretrainStream(
         dataset,
         labels,
@@ -130,6 +130,7 @@ def pretrain(
         "num_images": len(labels),
         "labelled_images": int((labels >= 0).sum()),
         "label_seed": recipe.train.seed,
+        "skipped_images": list(getattr(full, "skipped", [])),
     }
     if distributed.is_main():
         atomic_write_text(done, json.dumps(summary, indent=2) + "\n")

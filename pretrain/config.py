@@ -102,6 +102,9 @@ class DataConfig:
     in_memory: bool = False  # decode the whole split once into a uint8 tensor (small data only)
     num_workers: int = 8
     max_images: int | None = None  # use only the first N images (sorted order), for quick runs
+    # corrupt/unreadable images: "raise" stops with the file's path (lazy, no extra pass);
+    # "skip" decodes every file once up front, drops bad ones and records them in pretrain.json
+    on_corrupt: Literal["raise", "skip"] = "raise"
 
 
 @dataclass(frozen=True)
