@@ -8,6 +8,7 @@ pretraining is complete), ``tensorboard/`` and ``results/<family>-<dataset>.json
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import sys
@@ -35,7 +36,7 @@ from pretrain.trainer import BACKBONE_NAME, CHECKPOINT_NAME, Trainer
 from tasks.base import Task, TaskContext
 from tasks.datasets.base import load_uint8_tensor
 from tasks.datasets.registry import DATASETS
-from tasks.datasets.synth.writer import ensure_synthetic
+from tasks.datasets.synth.writer import ensure_synthetic, is_synthetic
 from tasks.features import state_dict_digest
 
 PRETRAIN_DONE = "pretrain.json"
@@ -46,20 +47,35 @@ def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
-def run_dir_for(runs: Path, recipe: RecipeConfig, profile: str, data: DataRoot) -> Path:
+def run_dir_for(runs: Path, recipe: RecipeConfig, profile: str, data: DataRoot, source: str) -> Path:
     digest = hashlib.sha256(f"{config_hash(recipe, 64)}|{data.path}".encode()).hexdigest()[:10]
-    return runs / recipe.name / f"{profile}-{data.source}-s{recipe.train.seed}-{digest}"
+    return runs / recipe.name / f"{profile}-{source}-s{recipe.train.seed}-{digest}"
 
 
-def prepare_data(data: DataRoot, datasets: list[str], progress: bool) -> None:
-    """Generate missing synthetic stand-ins, or check that real datasets are present."""
+def seedless_hash(recipe: RecipeConfig) -> str:
+    """Hash of the resolved config without ``train.seed``: the identity under which seeds are grouped."""
+    return config_hash(dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, seed=0)))
+
+
+def overall_source(sources: dict[str, str]) -> str:
+    """ "synthetic" or "real" when every dataset agrees, else "mixed"."""
+    kinds = set(sources.values())
+    return kinds.pop() if len(kinds) == 1 else "mixed"
+
+
+def prepare_data(data: DataRoot, datasets: list[str]) -> dict[str, str]:
+    """Generate missing synthetic stand-ins, or check that real datasets are present.
+
+    Returns each dataset's source ("synthetic" when the folder carries the synthetic writer's marker,
+    e.g. after ``bench data synth --root``, else "real").
+    """
     if data.synthetic:
         log(
             f"no data root configured (--data-root / BENCH_DATA): using SYNTHETIC stand-ins of "
             f"{', '.join(datasets)} in {data.path} (generated once); results say data_source: synthetic"
         )
         ensure_synthetic(data.path, datasets, "smoke")
-        return
+    sources = {}
     for name in datasets:
         info = DATASETS.get(name)
         problems = info.verify(data.path, check_images=False)
@@ -68,6 +84,11 @@ def prepare_data(data: DataRoot, datasets: list[str], progress: bool) -> None:
                 f"dataset {name!r} not usable under {data.path / info.relpath}: {problems[0]}. "
                 f"{info.prepare_hint} (or run `bench data verify {name} --root {data.path}`)"
             )
+        sources[name] = "synthetic" if is_synthetic(data.path, name) else "real"
+    if not data.synthetic and "synthetic" in sources.values():
+        synth = [n for n, s in sources.items() if s == "synthetic"]
+        log(f"note: {', '.join(synth)} under {data.path} are SYNTHETIC stand-ins (bench data synth)")
+    return sources
 
 
 def pretrain(
@@ -149,6 +170,7 @@ def result_doc(
     task: Task,
     profile: str,
     data: DataRoot,
+    sources: dict[str, str],
     output: Any,
     summary: dict[str, Any],
     task_seconds: float,
@@ -156,7 +178,7 @@ def result_doc(
 ) -> dict[str, Any]:
     return {
         "schema": SCHEMA,
-        "recipe": {"name": recipe.name, "config": to_dict(recipe), "config_hash": config_hash(recipe)},
+        "recipe": {"name": recipe.name, "config": to_dict(recipe), "config_hash": seedless_hash(recipe)},
         "task": {
             "name": task.name,
             "version": task.version,
@@ -170,9 +192,9 @@ def result_doc(
         "seed": recipe.train.seed,
         "profile": profile,
         "data": {
-            "source": data.source,
+            "source": overall_source({d: sources[d] for d in (recipe.data.dataset, *task.datasets)}),
             "root": str(data.path),
-            "datasets": {d: data.source for d in (recipe.data.dataset, *task.datasets)},
+            "datasets": {d: sources[d] for d in (recipe.data.dataset, *task.datasets)},
         },
         "provenance": {
             "code_version": provenance.code_version(),
@@ -207,8 +229,8 @@ def run(
     """Pretrain ``recipe`` then evaluate every task; write one result file per task."""
     device = device or distributed.init_from_env()
     datasets = list(dict.fromkeys([recipe.data.dataset, *(d for t in tasks for d in t.datasets)]))
-    prepare_data(data, datasets, progress)
-    run_dir = run_dir_for(runs, recipe, profile, data)
+    sources = prepare_data(data, datasets)
+    run_dir = run_dir_for(runs, recipe, profile, data, overall_source(sources))
     if fresh and run_dir.exists() and distributed.is_main():
         import shutil
 
@@ -233,7 +255,7 @@ def run(
         t0 = time.perf_counter()
         output = task.run(backbone, ctx)
         seconds = time.perf_counter() - t0
-        doc = result_doc(recipe, task, profile, data, output, summary, seconds, device)
+        doc = result_doc(recipe, task, profile, data, sources, output, summary, seconds, device)
         path = run_dir / "results" / f"{task.name.replace('/', '-')}.json"
         files.append(write_result(path, doc))
         metrics[task.name] = output.metrics

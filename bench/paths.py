@@ -20,10 +20,6 @@ class DataRoot:
     path: Path
     synthetic: bool
 
-    @property
-    def source(self) -> str:
-        return "synthetic" if self.synthetic else "real"
-
 
 def cache_dir() -> Path:
     env = os.environ.get("BENCH_CACHE")

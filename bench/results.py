@@ -3,7 +3,8 @@
 Schema ``augbench-result/1`` (all keys always present)::
 
     schema            "augbench-result/1"
-    recipe            {name, config (the resolved RecipeConfig), config_hash}
+    recipe            {name, config (the resolved RecipeConfig), config_hash (of the config without
+                      train.seed: results of one config with different seeds share it)}
     task              {name, version, family, protocol (dict)}
     metrics           {metric name: float}
     primary_metric    name of the metric leaderboards and CI gates use

@@ -45,7 +45,13 @@ CIFAR10_PREPARE_HINT = (
 #: Synthetic stand-in sizes per scale: (train images, test images).
 CIFAR10_SYNTH_COUNTS = {"smoke": (5000, 1000), "tiny": (500, 200)}
 #: Rendering style of the CIFAR-10 stand-in (identities 0..9 of :mod:`tasks.datasets.synth.shapes`).
-CIFAR10_STYLE = shapes.SynthStyle()
+CIFAR10_STYLE = shapes.SynthStyle(
+    scale_range=(0.28, 0.45),
+    position_jitter=0.12,
+    rotation=30.0,
+    distractors=1,
+    texture_amplitude=0.03,
+)
 
 # ----------------------------------------------------------------------------------------------- reading
 

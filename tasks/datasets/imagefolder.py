@@ -38,13 +38,14 @@ IMAGENET_SYNTH_CLASSES = 10
 IMAGENET_SYNTH_SIZE = 40
 #: The stand-in renders the same identities as the CIFAR-10 stand-in (offset 0) in a busier style of its own.
 IMAGENET_STYLE = shapes.SynthStyle(
-    scale_range=(0.16, 0.4),
-    position_jitter=0.22,
+    scale_range=(0.22, 0.45),
+    position_jitter=0.18,
+    rotation=30.0,
     aspect_jitter=0.2,
     gradient_prob=0.7,
     texture_amplitude=0.06,
     texture_cells=5,
-    distractors=3,
+    distractors=2,
     distractor_scale=(0.03, 0.08),
     class_offset=0,
 )

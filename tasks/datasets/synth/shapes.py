@@ -33,7 +33,7 @@ import numpy as np
 from tqdm import tqdm
 
 #: Bumped whenever the pixels produced for a given (seed, style) change; recorded in synthetic markers.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 #: Images rendered per vectorised batch (bounds the float32 working set).
 CHUNK = 512
 

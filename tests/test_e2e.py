@@ -1,0 +1,99 @@
+"""End to end through the `bench` CLI on synthetic data in the real on-disk layouts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main
+
+FAST = ["--set", "train.batch_size=32", "--set", "train.epochs=1", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    assert main(["data", "synth", "--root", str(root), "--scale", "tiny"]) == 0
+    return root
+
+
+def run_cli(*argv: str) -> int:
+    return main(["run", "--recipe", "moco", "--tasks", "cifar10", *argv])
+
+
+def test_run_writes_results_and_leaderboard(
+    tiny_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runs = tmp_path / "runs"
+    assert run_cli("--data-root", str(tiny_root), "--runs-dir", str(runs), "--seeds", "0,1", *FAST) == 0
+    out = capsys.readouterr()
+    assert f"leaderboard: {runs / 'LEADERBOARD.md'}" in out.out
+    assert "SYNTHETIC stand-ins" in out.err  # a data root holding `bench data synth` output says so
+    files = sorted(runs.glob("moco/*/results/linear-cifar10.json"))
+    assert len(files) == 2
+    doc = json.loads(files[0].read_text())
+    assert doc["data"]["source"] == "synthetic"
+    assert doc["data"]["datasets"] == {"imagenet": "synthetic", "cifar10": "synthetic"}
+    assert doc["task"]["name"] == "linear/cifar10" and doc["task"]["version"] >= 1
+    assert doc["task"]["protocol"]["name"] == "linear-cached"
+    assert doc["profile"] == "smoke" and doc["seed"] in (0, 1)
+    assert set(doc["provenance"]) == {"code_version", "libraries", "hardware"}
+    assert {"torch", "torchvision", "python"} <= set(doc["provenance"]["libraries"])
+    assert doc["recipe"]["config"]["method"]["kind"] == "moco"
+    assert 0.0 <= doc["metrics"]["top1"] <= doc["metrics"]["top5"] <= 100.0
+    assert doc["details"]["n_test"] == 200 and doc["details"]["selected"]
+    board = (runs / "LEADERBOARD.md").read_text()
+    assert "| moco" in board and "(n=2)" in board and "data `synthetic`" in board
+
+    # a second invocation reuses the finished pretraining and the feature cache
+    assert run_cli("--data-root", str(tiny_root), "--runs-dir", str(runs), "--seeds", "0", *FAST) == 0
+    assert "reusing finished pretraining" in capsys.readouterr().err
+
+
+def test_embedded_default_uses_synthetic_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No data root: the stand-ins are generated into the cache (tiny scale here for speed)."""
+    import bench.harness as harness
+    from tasks.datasets.synth import writer
+
+    real = writer.ensure_synthetic
+    monkeypatch.setattr(harness, "ensure_synthetic", lambda root, names, scale: real(root, names, "tiny"))
+    assert run_cli("--runs-dir", str(tmp_path / "runs"), *FAST) == 0
+    (result,) = (tmp_path / "runs").glob("moco/smoke-synthetic-*/results/linear-cifar10.json")
+    assert json.loads(result.read_text())["data"]["source"] == "synthetic"
+    assert (Path(os.environ["BENCH_CACHE"]) / "synthetic" / "cifar-10-batches-py").is_dir()
+
+
+def test_kill_then_resume(tiny_root: Path, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    argv = [
+        sys.executable, "-m", "bench.cli", "run", "--recipe", "moco", "--tasks", "cifar10",
+        "--data-root", str(tiny_root), "--runs-dir", str(runs), "--no-progress",
+        "--set", "train.batch_size=16", "--set", "train.epochs=6", "--set", "train.checkpoint_every=4",
+    ]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    ckpts: list[Path] = []
+    while time.time() < deadline and not ckpts and proc.poll() is None:
+        time.sleep(0.2)
+        ckpts = list(runs.glob("moco/*/checkpoints/last.pt"))
+    assert ckpts, "no checkpoint appeared"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    run_dir = ckpts[0].parent.parent
+    assert not (run_dir / "pretrain.json").exists()
+
+    again = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and "--resume" in again.stderr and "Traceback" not in again.stderr
+
+    resumed = subprocess.run([*argv, "--resume"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    summary = json.loads((run_dir / "pretrain.json").read_text())
+    assert summary["resumed_from"] >= 4 and summary["steps"] == summary["total_steps"] == 6 * (300 // 16)
+    assert (run_dir / "results" / "linear-cifar10.json").is_file()
