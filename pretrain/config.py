@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from pretrain.augment.config import StageConfig
+
 
 @dataclass(frozen=True)
 class BackboneConfig:
@@ -78,13 +80,17 @@ class ViewConfig:
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """The augmentation policy: per-view pipelines (two views) and later batch-level stages."""
+    """The augmentation policy: per-view pipelines (two views), then batch-level ``stages`` in order."""
 
     views: tuple[ViewConfig, ...] = (ViewConfig(), ViewConfig())
+    stages: tuple[StageConfig, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.views) != 2:
             raise ValueError(f"exactly two views are supported, got {len(self.views)}")
+        mixing = [s for s in self.stages if s.kind in ("mixup", "cutmix")]
+        if len(mixing) > 1:
+            raise ValueError("at most one mixing stage (mixup or cutmix) per recipe")
 
 
 @dataclass(frozen=True)

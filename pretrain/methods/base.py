@@ -17,6 +17,25 @@ from pretrain.backbones import Backbone
 
 
 @dataclass
+class MixInfo:
+    """What a mixing stage (MixUp / CutMix) did to one view of the batch.
+
+    Attributes:
+        view: index of the mixed view (0 or 1).
+        perm: [B] int64, the partner of each sample (one permutation of the batch).
+        lam: [B] float, the weight of the sample's own image (1 = unmixed; CutMix: the kept area).
+
+    Mixed-target rule (Un-Mix / i-Mix style): a method's per-sample loss for the mixed view becomes
+    ``lam_i * L(i -> target_i) + (1 - lam_i) * L(i -> target_perm(i))``, so ``lam = 1`` gives exactly the
+    unmixed loss.
+    """
+
+    view: int
+    perm: torch.Tensor
+    lam: torch.Tensor
+
+
+@dataclass
 class ViewBatch:
     """Augmented views of one batch.
 
@@ -24,10 +43,12 @@ class ViewBatch:
         views: two tensors [B, 3, S, S], float in [0, 1], on the training device.
         labels: [B] int64 class labels, ``-1`` where the recipe's label regime hides the label
             (every entry is -1 in self-supervised recipes).
+        mix: set when a mixing stage mixed one of the views (see :class:`MixInfo`).
     """
 
     views: tuple[torch.Tensor, torch.Tensor]
     labels: torch.Tensor
+    mix: MixInfo | None = None
 
 
 @dataclass

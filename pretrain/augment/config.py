@@ -1,0 +1,90 @@
+"""Typed configs of the batch-level augmentation stages (masking and mixing inside SSL pretraining).
+
+Each stage is a frozen dataclass with a ``kind`` tag, so a recipe lists its stages as
+``augment.stages: [{kind: erasing, p: 0.5, ...}, ...]`` and they validate strictly.  ``views`` names the
+view indices (0 = query/online view, 1 = key/target view) a stage touches; ``p`` is the per-sample
+probability of applying it.  Stages run in the listed order after the per-view pipelines, on the
+training device.  See :mod:`pretrain.augment.stages` for the semantics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+def _check_common(p: float, views: tuple[int, ...]) -> None:
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"p must be a probability in [0, 1], got {p}")
+    if not views or any(v not in (0, 1) for v in views) or len(set(views)) != len(views):
+        raise ValueError(f"views must be distinct view indices among (0, 1), got {views}")
+
+
+@dataclass(frozen=True)
+class ErasingConfig:
+    """Random Erasing (Zhong et al. 2017, arXiv 1708.04896): a random rectangle of area fraction
+    ~ U(scale) and aspect ratio log-uniform in ``ratio``, filled with per-pixel random values
+    (``value: random``) or zeros."""
+
+    kind: Literal["erasing"] = "erasing"
+    p: float = 0.5
+    views: tuple[int, ...] = (0, 1)
+    scale: tuple[float, float] = (0.02, 0.33)
+    ratio: tuple[float, float] = (0.3, 3.3)
+    value: Literal["random", "zero"] = "random"
+
+    def __post_init__(self) -> None:
+        _check_common(self.p, self.views)
+        if not 0.0 < self.scale[0] <= self.scale[1] < 1.0:
+            raise ValueError(f"scale must satisfy 0 < lo <= hi < 1, got {self.scale}")
+
+
+@dataclass(frozen=True)
+class CutoutConfig:
+    """CutOut (DeVries & Taylor 2017, arXiv 1708.04552): a square of side ``size`` (fraction of the image
+    side) centred uniformly at random (it may extend past the border, as in the paper), set to zero."""
+
+    kind: Literal["cutout"] = "cutout"
+    p: float = 0.5
+    views: tuple[int, ...] = (0, 1)
+    size: float = 0.5
+
+    def __post_init__(self) -> None:
+        _check_common(self.p, self.views)
+        if not 0.0 < self.size <= 1.0:
+            raise ValueError(f"size must be in (0, 1], got {self.size}")
+
+
+@dataclass(frozen=True)
+class MixupConfig:
+    """Label-free MixUp (Zhang et al. 2017, arXiv 1710.09412; i-Mix arXiv 2010.08887; Un-Mix): view
+    ``x_i <- lam x_i + (1 - lam) x_perm(i)``, lam ~ Beta(alpha, alpha), with one batch permutation."""
+
+    kind: Literal["mixup"] = "mixup"
+    p: float = 1.0
+    views: tuple[int, ...] = (0,)
+    alpha: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check_common(self.p, self.views)
+        if self.alpha <= 0:
+            raise ValueError(f"alpha must be positive, got {self.alpha}")
+
+
+@dataclass(frozen=True)
+class CutmixConfig:
+    """Label-free CutMix (Yun et al. 2019, arXiv 1905.04899): paste a box of the partner's view; lam is
+    corrected to the area actually kept."""
+
+    kind: Literal["cutmix"] = "cutmix"
+    p: float = 1.0
+    views: tuple[int, ...] = (0,)
+    alpha: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check_common(self.p, self.views)
+        if self.alpha <= 0:
+            raise ValueError(f"alpha must be positive, got {self.alpha}")
+
+
+StageConfig = ErasingConfig | CutoutConfig | MixupConfig | CutmixConfig
