@@ -41,7 +41,84 @@ class MocoConfig:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
 
 
-MethodConfig = MocoConfig  # becomes a tagged union (by ``kind``) as methods are added
+def _check_positive(**values: float) -> None:
+    for name, value in values.items():
+        if value <= 0:
+            raise ValueError(f"{name} must be positive, got {value}")
+
+
+@dataclass(frozen=True)
+class SimCLRConfig:
+    """SimCLR (Chen et al. 2020, arXiv 2002.05709): NT-Xent over 2N views, 2-layer MLP projector.
+
+    Defaults: the paper's ImageNet setup (projector 2048 -> 128, temperature 0.1 for batch 4096).
+    """
+
+    kind: Literal["simclr"] = "simclr"
+    dim: int = 128  # output dimension of the projector g
+    hidden_dim: int = 2048  # hidden width of g (the ResNet-50 feature width in the paper)
+    temperature: float = 0.1
+
+    def __post_init__(self) -> None:
+        _check_positive(dim=self.dim, hidden_dim=self.hidden_dim, temperature=self.temperature)
+
+
+@dataclass(frozen=True)
+class BYOLConfig:
+    """BYOL (Grill et al. 2020, arXiv 2006.07733): online projector + predictor, EMA target.
+
+    Defaults: the paper (projector and predictor 4096 -> 256, tau_base = 0.996 with the cosine schedule).
+    """
+
+    kind: Literal["byol"] = "byol"
+    dim: int = 256  # projection (and prediction) dimension
+    hidden_dim: int = 4096  # hidden width of the projector
+    pred_hidden_dim: int = 4096  # hidden width of the predictor
+    base_momentum: float = 0.996  # tau_base; tau rises to 1 along a cosine over training
+
+    def __post_init__(self) -> None:
+        _check_positive(dim=self.dim, hidden_dim=self.hidden_dim, pred_hidden_dim=self.pred_hidden_dim)
+        if not 0.0 <= self.base_momentum <= 1.0:
+            raise ValueError(f"base_momentum must be in [0, 1], got {self.base_momentum}")
+
+
+@dataclass(frozen=True)
+class SimSiamConfig:
+    """SimSiam (Chen & He 2020, arXiv 2011.10566): 3-layer projector, bottleneck predictor, stop-gradient.
+
+    Defaults: the paper (projector 2048-2048-2048, predictor 2048 -> 512 -> 2048, fixed predictor lr).
+    """
+
+    kind: Literal["simsiam"] = "simsiam"
+    dim: int = 2048  # projection dimension (output of the projector and the predictor)
+    hidden_dim: int = 2048  # hidden width of the projector
+    pred_hidden_dim: int = 512  # bottleneck width of the predictor
+    fix_pred_lr: bool = True  # keep the predictor's lr at the base lr (no schedule), Sec. 4.3
+
+    def __post_init__(self) -> None:
+        _check_positive(dim=self.dim, hidden_dim=self.hidden_dim, pred_hidden_dim=self.pred_hidden_dim)
+
+
+@dataclass(frozen=True)
+class BarlowConfig:
+    """Barlow Twins (Zbontar et al. 2021, arXiv 2103.03230): cross-correlation towards the identity.
+
+    Defaults: the paper (projector 8192-8192-8192, lambda = 0.0051 as in the official code).
+    """
+
+    kind: Literal["barlow"] = "barlow"
+    dim: int = 8192  # projector output dimension D (C is D x D)
+    hidden_dim: int = 8192  # width of the projector's two hidden layers
+    lambd: float = 0.0051  # weight of the redundancy-reduction (off-diagonal) term
+
+    def __post_init__(self) -> None:
+        _check_positive(dim=self.dim, hidden_dim=self.hidden_dim)
+        if self.lambd < 0:
+            raise ValueError(f"lambd must be non-negative, got {self.lambd}")
+
+
+# tagged union: the strict loader dispatches on ``kind``
+MethodConfig = MocoConfig | SimCLRConfig | BYOLConfig | SimSiamConfig | BarlowConfig
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 One optimiser step per batch: ``views = policy(images)``, ``loss = method(views)``, backward, step,
 ``method.on_step_end``.  The learning rate follows a linear warm-up then cosine decay computed from the
-global step (no scheduler state to restore).  Every ``checkpoint_every`` steps and at the end the full
+global step (no scheduler state to restore); parameter groups the method marks ``fixed_lr`` (see
+:meth:`SSLMethod.param_groups`) keep the base lr.  Every ``checkpoint_every`` steps and at the end the full
 state (model incl. momentum encoders and queues, optimiser, grad scaler, step) is written atomically
 to ``<run>/checkpoints/last.pt``; ``resume=True`` continues from it and, since data order and
 augmentation randomness are functions of (seed, step), reproduces the uninterrupted run exactly on CPU.
@@ -75,12 +76,14 @@ def lr_at(step: int, total: int, base_lr: float, warmup: int, schedule: str) -> 
 
 
 def build_optimizer(
-    recipe: RecipeConfig, params: list[nn.Parameter], base_lr: float
+    recipe: RecipeConfig, groups: list[dict[str, Any]], base_lr: float
 ) -> torch.optim.Optimizer:
+    """The optimiser over ``groups`` (:meth:`SSLMethod.param_groups`; extra keys such as ``fixed_lr`` are
+    kept in the optimiser's param groups)."""
     o = recipe.optim
     if o.name == "sgd":
-        return torch.optim.SGD(params, lr=base_lr, momentum=o.momentum, weight_decay=o.weight_decay)
-    return torch.optim.AdamW(params, lr=base_lr, weight_decay=o.weight_decay)
+        return torch.optim.SGD(groups, lr=base_lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    return torch.optim.AdamW(groups, lr=base_lr, weight_decay=o.weight_decay)
 
 
 class Trainer:
@@ -115,8 +118,7 @@ class Trainer:
         if self.total_steps < 1:
             raise ConfigError("train.epochs (or train.max_steps) gives zero training steps")
         self.warmup = int(recipe.optim.warmup_epochs * spe)
-        params = [p for p in self.method.parameters() if p.requires_grad]
-        self.optimizer = build_optimizer(recipe, params, self.base_lr)
+        self.optimizer = build_optimizer(recipe, self.method.param_groups(), self.base_lr)
         use_scaler = self.amp_dtype == torch.float16 and device.type == "cuda"
         self.scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
         self.model: nn.Module = self.method
@@ -175,7 +177,7 @@ class Trainer:
         labels = labels.to(self.device, non_blocking=True)
         lr = lr_at(self.step, self.total_steps, self.base_lr, self.warmup, self.recipe.optim.schedule)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = self.base_lr if group.get("fixed_lr", False) else lr
         batch = self.policy(images, labels, self._generator(self.step))
         if self.channels_last:
             batch.views = tuple(v.contiguous(memory_format=torch.channels_last) for v in batch.views)  # type: ignore[assignment]

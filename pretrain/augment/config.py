@@ -67,6 +67,8 @@ class MixupConfig:
 
     def __post_init__(self) -> None:
         _check_common(self.p, self.views)
+        if len(self.views) != 1:
+            raise ValueError(f"a mixing stage mixes exactly one view, got views={self.views}")
         if self.alpha <= 0:
             raise ValueError(f"alpha must be positive, got {self.alpha}")
 
@@ -83,6 +85,8 @@ class CutmixConfig:
 
     def __post_init__(self) -> None:
         _check_common(self.p, self.views)
+        if len(self.views) != 1:
+            raise ValueError(f"a mixing stage mixes exactly one view, got views={self.views}")
         if self.alpha <= 0:
             raise ValueError(f"alpha must be positive, got {self.alpha}")
 

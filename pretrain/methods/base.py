@@ -2,13 +2,18 @@
 
 A method is an ``nn.Module`` built from a :class:`~pretrain.backbones.Backbone` and its typed config.
 ``forward(batch) -> StepOutput`` returns the loss to minimise and detached scalars to log;
-``on_step_end(step, total_steps)`` runs after each optimiser step (EMA/momentum updates).  The optimiser,
+``on_step_end(step, total_steps)`` runs after each optimiser step (EMA/momentum updates);
+``param_groups()`` optionally splits the trainable parameters into optimiser groups.  The optimiser,
 schedule and logging belong to the trainer.  ``backbone`` is the network that gets exported.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -70,7 +75,79 @@ class SSLMethod(nn.Module):
     def on_step_end(self, step: int, total_steps: int) -> None:
         """Hook run after every optimiser step (``step`` counts from 1)."""
 
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The optimiser's parameter groups: dicts with ``"params"`` (trainable parameters only).
+
+        A group may carry ``"fixed_lr": True``: the trainer then keeps that group's learning rate at the
+        (batch-scaled) base lr instead of following the warm-up/cosine schedule (SimSiam's predictor).
+        Every trainable parameter must be in exactly one group.  Default: one group of all of them.
+        """
+        return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+
 
 def mlp_head(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
-    """The 2-layer MLP projection head of MoCo v2 / SimCLR: Linear -> ReLU -> Linear."""
+    """The 2-layer MLP projection head of MoCo v2: Linear -> ReLU -> Linear (no BN)."""
     return nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim))
+
+
+def mlp(
+    dims: Sequence[int],
+    *,
+    out_bias: bool = True,
+    out_bn: bool = False,
+    out_bn_affine: bool = True,
+) -> nn.Sequential:
+    """An MLP ``dims[0] -> dims[1] -> ... -> dims[-1]`` of the BN-ReLU family used by SimCLR/BYOL/SimSiam/BT.
+
+    Every hidden layer is ``Linear(bias=False) -> BatchNorm1d -> ReLU`` (a bias before BN is redundant);
+    the last layer is ``Linear(bias=out_bias)``, optionally followed by ``BatchNorm1d(affine=out_bn_affine)``.
+    Shapes: [B, dims[0]] -> [B, dims[-1]].
+    """
+    if len(dims) < 2:
+        raise ValueError(f"an MLP needs at least input and output sizes, got {list(dims)}")
+    layers: list[nn.Module] = []
+    for d_in, d_out in itertools.pairwise(dims[:-1]):
+        layers += [nn.Linear(d_in, d_out, bias=False), nn.BatchNorm1d(d_out), nn.ReLU(inplace=True)]
+    layers.append(nn.Linear(dims[-2], dims[-1], bias=out_bias))
+    if out_bn:
+        layers.append(nn.BatchNorm1d(dims[-1], affine=out_bn_affine))
+    return nn.Sequential(*layers)
+
+
+def no_autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """Disable autocast on ``device``: losses are computed in float32 from ``.float()`` embeddings."""
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
+def mixed_rows(
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    source: torch.Tensor,
+    target: torch.Tensor,
+    mix: MixInfo | None,
+    source_view: int,
+) -> torch.Tensor:
+    """Per-row losses [B] of one directed loss term under the mixed-target rule of :class:`MixInfo`.
+
+    A directed term scores row ``i`` of ``source`` (from view ``source_view``: queries / anchors /
+    online predictions) against row ``i`` of ``target`` (from the other view: positive keys / target
+    projections / positive column indices): ``loss(source, target) -> [B]``, row-wise.  ``L(i -> j)``
+    below is row ``i`` of ``loss(source, target[partner])`` with ``partner[i] = j``.  With ``mix`` set:
+
+    * the source view was mixed (``mix.view == source_view``): row ``i`` gets
+      ``lam_i * L(i -> i) + (1 - lam_i) * L(i -> perm(i))``;
+    * the target view was mixed: the mixed target ``j`` is the target of row ``j`` with weight
+      ``lam_j`` and of row ``perm(j)`` with weight ``1 - lam_j``; per row ``m``, with
+      ``j = perm^-1(m)``: ``lam_m * L(m -> m) + (1 - lam_j) * L(m -> j)``.
+
+    The weights sum to ``B`` over the batch in both cases, and ``lam = 1`` reproduces the unmixed rows
+    bit for bit (``1 * x + 0 * y == x``).
+    """
+    own = loss(source, target)
+    if mix is None:
+        return own
+    lam = mix.lam.to(device=own.device, dtype=own.dtype)
+    perm = mix.perm.to(own.device)
+    if mix.view == source_view:
+        return lam * own + (1.0 - lam) * loss(source, target[perm])
+    inv = torch.argsort(perm)
+    return lam * own + (1.0 - lam[inv]) * loss(source, target[inv])

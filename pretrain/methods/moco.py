@@ -9,14 +9,26 @@ Built on MoCo (He et al. 2019, arXiv 1911.05722), Algorithm 1:
 * a queue of ``K`` L2-normalised keys [K, dim] from previous batches (FIFO);
 * loss: InfoNCE over logits ``[q.k+, q.queue] / T`` of shape [B, 1 + K] with the positive at index 0.
 
-The loss is asymmetric as in the paper (view 1 -> queries, view 2 -> keys).  Under DDP the key batch is
-shuffled across processes before the key encoder and unshuffled after ("shuffling BN", Sec. 3.3), and
-the keys of all processes are enqueued.  In a single process there is nothing to shuffle across.
+The loss is asymmetric as in the paper (view 1 -> queries, view 2 -> keys).
+
+Mixed views (:class:`~pretrain.methods.base.MixInfo`, rule implemented by
+:func:`~pretrain.methods.base.mixed_rows`), with the same queue of negatives in every term:
+
+* query view 0 mixed: ``L_i = lam_i InfoNCE(q_i, k_i) + (1 - lam_i) InfoNCE(q_i, k_perm(i))``;
+* key view 1 mixed (symmetrically): the mixed key ``k_j`` is the positive of ``q_j`` with weight
+  ``lam_j`` and of ``q_perm(j)`` with weight ``1 - lam_j``.
+
+The loss is the mean of the per-query rows; the (possibly mixed) keys are enqueued as usual.
+
+Under DDP the key batch is shuffled across processes before the key encoder and unshuffled after
+("shuffling BN", Sec. 3.3), and the keys of all processes are enqueued.  In a single process there is
+nothing to shuffle across.
 """
 
 from __future__ import annotations
 
 import copy
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -25,21 +37,28 @@ from torch import nn
 from pretrain import distributed
 from pretrain.backbones import Backbone
 from pretrain.config import MocoConfig
-from pretrain.methods.base import SSLMethod, StepOutput, ViewBatch, mlp_head
+from pretrain.methods.base import SSLMethod, StepOutput, ViewBatch, mixed_rows, mlp_head
 
 
-def info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float) -> torch.Tensor:
+def info_nce(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    queue: torch.Tensor,
+    temperature: float,
+    reduction: Literal["mean", "none"] = "mean",
+) -> torch.Tensor:
     """InfoNCE of MoCo: mean over i of ``-log softmax([q_i.k_i, q_i.queue_j for j] / T)[0]``.
 
     Args:
         q: [B, D] L2-normalised queries.  k: [B, D] L2-normalised positive keys.
         queue: [K, D] L2-normalised negatives.  temperature: T > 0.
+        reduction: ``"mean"`` over the batch (scalar) or ``"none"`` (the [B] per-query losses).
     """
     l_pos = (q * k).sum(dim=1, keepdim=True)  # [B, 1]
     l_neg = q @ queue.t()  # [B, K]
     logits = torch.cat([l_pos, l_neg], dim=1) / temperature
     target = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
-    return F.cross_entropy(logits, target)
+    return F.cross_entropy(logits, target, reduction=reduction)
 
 
 class MoCoV2(SSLMethod):
@@ -86,7 +105,11 @@ class MoCoV2(SSLMethod):
         q = F.normalize(self.head(self.backbone(x_q)).float(), dim=1)
         k = self._keys(x_k)
         queue = self.queue.clone().detach()
-        loss = info_nce(q, k, queue, self.cfg.temperature)
+
+        def rows(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+            return info_nce(q, k, queue, self.cfg.temperature, reduction="none")
+
+        loss = mixed_rows(rows, q, k, batch.mix, source_view=0).mean()
         with torch.no_grad():
             pos = (q * k).sum(dim=1, keepdim=True)
             acc = (pos > (q @ queue.t()).max(dim=1, keepdim=True).values).float().mean()

@@ -49,6 +49,10 @@ def _yaml(rel: str) -> dict[str, Any]:
 def build_recipe_registry() -> Registry[RecipeEntry]:
     reg: Registry[RecipeEntry] = Registry("recipe")
     reg.register("moco", RecipeEntry("moco", "moco", "MoCo v2 with its standard views"))
+    reg.register("simclr", RecipeEntry("simclr", "simclr", "SimCLR (NT-Xent) with its standard views"))
+    reg.register("byol", RecipeEntry("byol", "byol", "BYOL with its asymmetric views"))
+    reg.register("simsiam", RecipeEntry("simsiam", "simsiam", "SimSiam with MoCo v2's views"))
+    reg.register("barlow", RecipeEntry("barlow", "barlow", "Barlow Twins with BYOL's asymmetric views"))
     return reg
 
 
