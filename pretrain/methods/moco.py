@@ -20,6 +20,14 @@ Mixed views (:class:`~pretrain.methods.base.MixInfo`, rule implemented by
 
 The loss is the mean of the per-query rows; the (possibly mixed) keys are enqueued as usual.
 
+Label regimes (supervised / semi-supervised contrastive MoCo v2 of arXiv 2310.18850): keys are queued with
+their labels (``-1`` = hidden).  For a target key ``k_j`` whose label ``y_j`` is known, every queued key
+with the same label is a positive too, SupCon-style (Khosla et al. 2020, arXiv 2004.11362, the
+"L_out" form): ``L = -1/|P| sum_{p in P} log softmax(logits)[p]`` with ``P = {k_j} + {queue_m : y_m = y_j}``
+over the same logits ``[q.k_j, q.queue] / T``.  Rows whose target is unlabelled keep the instance
+positive only (plain InfoNCE).  Self-supervised recipes hide every label (``label_fraction = 0``), so
+their loss is exactly the InfoNCE above and labels never leak into them.
+
 Under DDP the key batch is shuffled across processes before the key encoder and unshuffled after
 ("shuffling BN", Sec. 3.3), and the keys of all processes are enqueued.  In a single process there is
 nothing to shuffle across.
@@ -61,10 +69,32 @@ def info_nce(
     return F.cross_entropy(logits, target, reduction=reduction)
 
 
+def moco_rows(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    key_labels: torch.Tensor,
+    queue: torch.Tensor,
+    queue_labels: torch.Tensor,
+    temperature: float,
+) -> torch.Tensor:
+    """Per-query losses [B] with label-aware positives (see module docstring).
+
+    Args:
+        q, k: [B, D] L2-normalised queries and their target keys.  key_labels: [B] labels of the
+            targets (-1 = unknown).  queue: [K, D].  queue_labels: [K] (-1 = unknown).
+    """
+    logits = torch.cat([(q * k).sum(dim=1, keepdim=True), q @ queue.t()], dim=1) / temperature
+    log_prob = F.log_softmax(logits, dim=1)  # [B, 1 + K]
+    same = (queue_labels[None, :] == key_labels[:, None]) & (key_labels[:, None] >= 0)  # [B, K]
+    pos = torch.cat([torch.ones_like(same[:, :1]), same], dim=1).to(log_prob.dtype)
+    return -(log_prob * pos).sum(dim=1) / pos.sum(dim=1)
+
+
 class MoCoV2(SSLMethod):
     """MoCo v2 (see module docstring).  ``forward`` consumes ``batch.views = (x_q, x_k)``."""
 
     queue: torch.Tensor
+    queue_labels: torch.Tensor
     queue_ptr: torch.Tensor
 
     def __init__(self, backbone: Backbone, cfg: MocoConfig) -> None:
@@ -77,6 +107,7 @@ class MoCoV2(SSLMethod):
         for p in self._key_params():
             p.requires_grad_(False)
         self.register_buffer("queue", F.normalize(torch.randn(cfg.queue_size, cfg.dim), dim=1))
+        self.register_buffer("queue_labels", torch.full((cfg.queue_size,), -1, dtype=torch.long))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
 
     def _key_params(self) -> list[nn.Parameter]:
@@ -105,30 +136,44 @@ class MoCoV2(SSLMethod):
         q = F.normalize(self.head(self.backbone(x_q)).float(), dim=1)
         k = self._keys(x_k)
         queue = self.queue.clone().detach()
+        labels = batch.labels.to(q.device)
+        if bool((labels >= 0).any()) or bool((self.queue_labels >= 0).any()):
+            queue_labels = self.queue_labels.clone()
 
-        def rows(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-            return info_nce(q, k, queue, self.cfg.temperature, reduction="none")
+            def rows(q: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+                return moco_rows(q, k[j], labels[j], queue, queue_labels, self.cfg.temperature)
 
-        loss = mixed_rows(rows, q, k, batch.mix, source_view=0).mean()
+        else:  # self-supervised: plain InfoNCE
+
+            def rows(q: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+                return info_nce(q, k[j], queue, self.cfg.temperature, reduction="none")
+
+        index = torch.arange(q.shape[0], device=q.device)
+        loss = mixed_rows(rows, q, index, batch.mix, source_view=0).mean()
         with torch.no_grad():
             pos = (q * k).sum(dim=1, keepdim=True)
             acc = (pos > (q @ queue.t()).max(dim=1, keepdim=True).values).float().mean()
-        self._enqueue(k)
+        self._enqueue(k, labels)
         return StepOutput(loss=loss, logs={"loss": loss.detach(), "pos_top1": acc})
 
     @torch.no_grad()
-    def _enqueue(self, k: torch.Tensor) -> None:
+    def _enqueue(self, k: torch.Tensor, labels: torch.Tensor | None = None) -> None:
         if not self.training:
             return
+        if labels is None:
+            labels = torch.full((k.shape[0],), -1, dtype=torch.long, device=k.device)
         keys = distributed.all_gather_nograd(k)
+        key_labels = distributed.all_gather_nograd(labels.to(device=k.device, dtype=torch.long))
         n, size = keys.shape[0], self.queue.shape[0]
         if n >= size:
             self.queue.copy_(keys[-size:])
+            self.queue_labels.copy_(key_labels[-size:])
             self.queue_ptr.zero_()
             return
         ptr = int(self.queue_ptr)
         idx = (torch.arange(n, device=keys.device) + ptr) % size
         self.queue[idx] = keys.to(self.queue.dtype)
+        self.queue_labels[idx] = key_labels
         self.queue_ptr.fill_((ptr + n) % size)
 
     @torch.no_grad()

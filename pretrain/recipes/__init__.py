@@ -16,7 +16,6 @@ fail with their dotted path.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -25,20 +24,9 @@ from bench.config import apply_overrides, deep_merge, from_dict, load_yaml
 from bench.errors import ConfigError, UnknownNameError
 from bench.registry import Registry
 from pretrain.config import RecipeConfig
+from pretrain.recipes.grid import RecipeEntry, explain_invalid, grid_entries
 
 PROFILES = ("smoke", "paper")
-
-
-@dataclass(frozen=True)
-class RecipeEntry:
-    """A registered recipe: its method, augmentation and label regime, and its own YAML layer."""
-
-    name: str
-    method: str
-    description: str
-    aug: str | None = None
-    regime: str | None = None
-    layer: dict[str, Any] = field(default_factory=dict)
 
 
 def _yaml(rel: str) -> dict[str, Any]:
@@ -47,13 +35,20 @@ def _yaml(rel: str) -> dict[str, Any]:
 
 
 def build_recipe_registry() -> Registry[RecipeEntry]:
+    """Every recipe of the grid (see :mod:`pretrain.recipes.grid`), registered explicitly."""
     reg: Registry[RecipeEntry] = Registry("recipe")
-    reg.register("moco", RecipeEntry("moco", "moco", "MoCo v2 with its standard views"))
-    reg.register("simclr", RecipeEntry("simclr", "simclr", "SimCLR (NT-Xent) with its standard views"))
-    reg.register("byol", RecipeEntry("byol", "byol", "BYOL with its asymmetric views"))
-    reg.register("simsiam", RecipeEntry("simsiam", "simsiam", "SimSiam with MoCo v2's views"))
-    reg.register("barlow", RecipeEntry("barlow", "barlow", "Barlow Twins with BYOL's asymmetric views"))
+    for entry in grid_entries():
+        reg.register(entry.name, entry)
     return reg
+
+
+def get_recipe(name: str) -> RecipeEntry:
+    """The registered recipe ``name``; a grammatical but invalid combination says why."""
+    if name not in RECIPES:
+        reason = explain_invalid(name)
+        if reason:
+            raise ConfigError(reason)
+    return RECIPES.get(name)
 
 
 RECIPES = build_recipe_registry()
@@ -78,7 +73,7 @@ def recipe_layers(name: str, profile: str) -> tuple[str, list[dict[str, Any]]]:
         name, recipe_name = base, user_layer.pop("name", path.stem)
     else:
         recipe_name = name
-    entry = RECIPES.get(name)
+    entry = get_recipe(name)
     method = _yaml(f"methods/{entry.method}.yaml")
     method_profiles = method.pop("profiles", {}) or {}
     layers = [

@@ -98,3 +98,61 @@ def test_forward_uses_queue_before_enqueueing() -> None:
     torch.testing.assert_close(out.loss, expected, rtol=1e-4, atol=1e-4)
     assert not torch.equal(m.queue, queue_before)
     assert torch.isfinite(out.logs["pos_top1"])
+
+
+def reference_supcon_rows(
+    q: np.ndarray,
+    k: np.ndarray,
+    key_labels: np.ndarray,
+    queue: np.ndarray,
+    queue_labels: np.ndarray,
+    t: float,
+) -> np.ndarray:
+    """SupCon "L_out" (arXiv 2004.11362 Eq. 2) over MoCo's candidates {k_i} + queue, with explicit loops."""
+    out = []
+    for i in range(q.shape[0]):
+        cands = [k[i], *queue]
+        logits = [float(q[i] @ c) / t for c in cands]
+        log_z = math.log(sum(math.exp(v) for v in logits))
+        positives = [0] + [
+            1 + m for m in range(len(queue)) if key_labels[i] >= 0 and queue_labels[m] == key_labels[i]
+        ]
+        out.append(-sum(logits[p] - log_z for p in positives) / len(positives))
+    return np.array(out)
+
+
+def test_supervised_rows_match_supcon_reference() -> None:
+    from pretrain.methods.moco import moco_rows
+
+    g = torch.Generator().manual_seed(3)
+    q = F.normalize(torch.randn(6, 5, generator=g, dtype=torch.float64), dim=1)
+    k = F.normalize(torch.randn(6, 5, generator=g, dtype=torch.float64), dim=1)
+    queue = F.normalize(torch.randn(10, 5, generator=g, dtype=torch.float64), dim=1)
+    key_labels = torch.tensor([0, 1, -1, 2, 0, -1])
+    queue_labels = torch.tensor([0, 0, 1, -1, 2, 2, 2, -1, 1, 3])
+    got = moco_rows(q, k, key_labels, queue, queue_labels, 0.2)
+    ref = reference_supcon_rows(
+        q.numpy(), k.numpy(), key_labels.numpy(), queue.numpy(), queue_labels.numpy(), 0.2
+    )
+    np.testing.assert_allclose(got.numpy(), ref, rtol=1e-10)
+    # unlabelled targets reduce to plain InfoNCE rows
+    unl = torch.full((6,), -1)
+    torch.testing.assert_close(
+        moco_rows(q, k, unl, queue, queue_labels, 0.2), info_nce(q, k, queue, 0.2, reduction="none")
+    )
+
+
+def test_labels_are_queued_and_used_only_when_known() -> None:
+    m = _moco(queue=8)
+    m.train()
+    b = _batch(4)
+    m(b)
+    assert (m.queue_labels == -1).all()  # self-supervised: nothing label-related is stored
+    labelled = ViewBatch(views=b.views, labels=torch.tensor([1, 0, 1, -1]))
+    m(labelled)
+    assert m.queue_labels[4:8].tolist() == [1, 0, 1, -1]
+    state = {k: v.clone() for k, v in m.state_dict().items()}
+    sup = m(labelled).loss  # the queue now holds same-class keys: extra positives
+    m.load_state_dict(state)
+    hidden = m(ViewBatch(views=b.views, labels=torch.full((4,), -1))).loss
+    assert not torch.allclose(sup, hidden)
