@@ -7,7 +7,6 @@ import re
 from pathlib import Path
 
 import pytest
-import torch
 
 from bench.errors import ConfigError, UnknownNameError
 from pretrain.recipes import PROFILES, RECIPES, resolve_recipe
