@@ -1,8 +1,8 @@
 """Training-step cost relative to the model alone, and end-to-end wall time of the embedded default.
 
-(a) ``step``: one full :meth:`pretrain.trainer.Trainer.train_step` of the smoke MoCo v2 recipe (batch 256,
-    40 px uint8 sources -> two 32 px views, narrow ResNet-18, bf16 autocast + channels_last): augmentation
-    + forward + backward + optimiser + momentum update;
+(a) ``step``: one full :meth:`pretrain.trainer.Trainer.train_step` of a smoke recipe (default MoCo v2;
+    batch 256, 40 px uint8 sources -> two 32 px views, narrow ResNet-18, bf16 autocast + channels_last):
+    augmentation + forward + backward + optimiser + momentum update;
 (b) ``model``: the same step on pre-augmented views (no augmentation, no data handling);
 ratio ``step / model`` (target <= 1.3), from per-phase medians of interleaved repeats.
 
@@ -37,17 +37,17 @@ from pretrain.trainer import Trainer
 BATCH, SOURCE = 256, 40
 
 
-def make_trainer(tmp: Path) -> Trainer:
-    recipe = resolve_recipe("moco", "smoke")
+def make_trainer(tmp: Path, recipe_name: str = "moco") -> Trainer:
+    recipe = resolve_recipe(recipe_name, "smoke")
     images = torch.randint(0, 256, (BATCH, 3, SOURCE, SOURCE), dtype=torch.uint8)
     stream = PretrainStream(images, np.full(BATCH, -1), BATCH, 0, images=images)  # type: ignore[arg-type]
     method = build_method(recipe.method, build_backbone(recipe.backbone.name))
     return Trainer(recipe, method, stream, tmp, torch.device("cpu"), progress=False)
 
 
-def measure_step_ratio(repeats: int = 10) -> dict[str, float]:
+def measure_step_ratio(repeats: int = 10, recipe: str = "moco") -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = make_trainer(Path(tmp))
+        trainer = make_trainer(Path(tmp), recipe)
         images = torch.randint(0, 256, (BATCH, 3, SOURCE, SOURCE), dtype=torch.uint8)
         labels = torch.full((BATCH,), -1)
         fixed = trainer.policy(images, labels, torch.Generator().manual_seed(0))
@@ -117,7 +117,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--e2e", action="store_true")
+    parser.add_argument("--recipes", default="moco", help="comma-separated recipes (per-method throughput)")
     args = parser.parse_args()
-    print({k: round(v, 4) for k, v in measure_step_ratio(args.repeats).items()})
+    for name in args.recipes.split(","):
+        print(name, {k: round(v, 4) for k, v in measure_step_ratio(args.repeats, name).items()})
     if args.e2e:
         print({k: round(v, 1) for k, v in measure_e2e().items()})
