@@ -7,7 +7,6 @@ and ``test_barlow.py``.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -29,14 +28,7 @@ from pretrain.recipes import RECIPES, resolve_recipe
 from pretrain.trainer import lr_at
 from tests.pretrain.test_trainer import make_trainer
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors: one intra-op thread (OpenMP threads stall badly on a loaded 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 COMMON = [

@@ -6,7 +6,6 @@ import copy
 import json
 import os
 import tracemalloc
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,14 +16,7 @@ from bench.errors import DatasetError
 from tasks import features as F
 from tasks.features import FeatureError, FeatureSet, extract_features, feature_key, state_dict_digest
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny models: one thread is as fast and immune to CPU contention from parallel test runs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Images(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):

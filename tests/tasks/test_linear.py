@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -30,13 +29,7 @@ def mixture(n: int, seed: int, d: int = D, c: int = C) -> tuple[np.ndarray, np.n
     return (means[y] + rng.normal(size=(n, d)) * 1.0 + 3.0).astype(np.float32), y
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny problems: one thread is as fast and immune to CPU contention from parallel test runs."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
