@@ -55,6 +55,14 @@ class CutoutConfig:
             raise ValueError(f"size must be in (0, 1], got {self.size}")
 
 
+def _check_mixing(p: float, views: tuple[int, ...], alpha: float) -> None:
+    _check_common(p, views)
+    if len(views) != 1:
+        raise ValueError(f"a mixing stage mixes exactly one view, got views={views}")
+    if alpha <= 0:
+        raise ValueError(f"alpha must be positive, got {alpha}")
+
+
 @dataclass(frozen=True)
 class MixupConfig:
     """Label-free MixUp (Zhang et al. 2017, arXiv 1710.09412; i-Mix arXiv 2010.08887; Un-Mix): view
@@ -66,11 +74,7 @@ class MixupConfig:
     alpha: float = 1.0
 
     def __post_init__(self) -> None:
-        _check_common(self.p, self.views)
-        if len(self.views) != 1:
-            raise ValueError(f"a mixing stage mixes exactly one view, got views={self.views}")
-        if self.alpha <= 0:
-            raise ValueError(f"alpha must be positive, got {self.alpha}")
+        _check_mixing(self.p, self.views, self.alpha)
 
 
 @dataclass(frozen=True)
@@ -84,11 +88,7 @@ class CutmixConfig:
     alpha: float = 1.0
 
     def __post_init__(self) -> None:
-        _check_common(self.p, self.views)
-        if len(self.views) != 1:
-            raise ValueError(f"a mixing stage mixes exactly one view, got views={self.views}")
-        if self.alpha <= 0:
-            raise ValueError(f"alpha must be positive, got {self.alpha}")
+        _check_mixing(self.p, self.views, self.alpha)
 
 
 StageConfig = ErasingConfig | CutoutConfig | MixupConfig | CutmixConfig

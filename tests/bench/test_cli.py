@@ -24,11 +24,11 @@ def test_ls_and_show(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["show", "recipe", "mocco"], "unknown recipe 'mocco'; did you mean 'moco'?"),
+        (["show", "recipe", "mocco"], "unknown recipe 'mocco'; did you mean 'moco' or"),
         (["show", "recipe", "moco", "--profile", "smok"], "unknown profile 'smok'; did you mean 'smoke'?"),
         (["show", "recipe", "moco", "--set", "train.epocs=1"], "unknown key 'epocs'; did you mean 'epochs'?"),
         (["run", "--recipe", "moco", "--tasks", "cifar1O"], "unknown task 'cifar1O'; did you mean"),
-        (["run", "--recipe", "mocco", "--tasks", "cifar10"], "did you mean 'moco'?"),
+        (["run", "--recipe", "mocco", "--tasks", "cifar10"], "did you mean 'moco'"),
         (["data", "verify", "cifar10"], "no data root given"),
     ],
 )
