@@ -85,6 +85,13 @@ class SSLMethod(nn.Module):
         return [{"params": [p for p in self.parameters() if p.requires_grad]}]
 
 
+@torch.no_grad()
+def ema_update_(targets: Sequence[torch.Tensor], sources: Sequence[torch.Tensor], momentum: float) -> None:
+    """In place, per pair: ``target <- m * target + (1 - m) * source`` (MoCo key / BYOL target encoders)."""
+    for t, s in zip(targets, sources, strict=True):
+        t.mul_(momentum).add_(s.detach(), alpha=1.0 - momentum)
+
+
 def mlp_head(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
     """The 2-layer MLP projection head of MoCo v2: Linear -> ReLU -> Linear (no BN)."""
     return nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim))

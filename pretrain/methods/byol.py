@@ -31,7 +31,7 @@ from torch import nn
 
 from pretrain.backbones import Backbone
 from pretrain.config import BYOLConfig
-from pretrain.methods.base import SSLMethod, StepOutput, ViewBatch, mixed_rows, mlp, no_autocast
+from pretrain.methods.base import SSLMethod, StepOutput, ViewBatch, ema_update_, mixed_rows, mlp, no_autocast
 
 
 def byol_loss(p: torch.Tensor, z: torch.Tensor, reduction: Literal["mean", "none"] = "mean") -> torch.Tensor:
@@ -94,5 +94,4 @@ class BYOL(SSLMethod):
     @torch.no_grad()
     def on_step_end(self, step: int, total_steps: int) -> None:
         tau = byol_momentum(step - 1, total_steps, self.cfg.base_momentum)
-        for pt, po in zip(self._target_params(), self._online_params(), strict=True):
-            pt.mul_(tau).add_(po.detach(), alpha=1.0 - tau)
+        ema_update_(self._target_params(), self._online_params(), tau)

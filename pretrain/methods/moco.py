@@ -45,7 +45,7 @@ from torch import nn
 from pretrain import distributed
 from pretrain.backbones import Backbone
 from pretrain.config import MocoConfig
-from pretrain.methods.base import SSLMethod, StepOutput, ViewBatch, mixed_rows, mlp_head
+from pretrain.methods.base import SSLMethod, StepOutput, ViewBatch, ema_update_, mixed_rows, mlp_head
 
 
 def info_nce(
@@ -178,7 +178,5 @@ class MoCoV2(SSLMethod):
 
     @torch.no_grad()
     def on_step_end(self, step: int, total_steps: int) -> None:
-        m = self.cfg.momentum
-        for pk, pq in zip(self._key_params(), self._query_params(), strict=True):
-            pk.mul_(m).add_(pq.detach(), alpha=1.0 - m)
+        ema_update_(self._key_params(), self._query_params(), self.cfg.momentum)
         # BN running statistics of the key encoder follow their own forward passes (as in the paper).
