@@ -192,15 +192,36 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """Optimiser and schedule; ``lr`` is for ``batch_size`` = ``lr_batch_size`` and scaled linearly."""
+    """Optimiser and schedule; ``lr`` is for ``batch_size`` = ``lr_batch_size`` and scaled linearly.
 
-    name: Literal["sgd", "adamw"] = "sgd"
+    ``name``: ``sgd`` (torch's SGD with momentum), ``adamw``, or ``lars`` (:class:`pretrain.optim.LARS`,
+    You et al. 2017, arXiv 1708.03888, as used by SimCLR, BYOL and Barlow Twins).  ``momentum`` applies to
+    ``sgd`` and ``lars``; ``eta`` and ``exclude_bias_and_norm`` to ``lars`` only.  With
+    ``exclude_bias_and_norm`` (the three papers' choice), biases and normalisation parameters (every
+    parameter with at most one dimension) form separate optimiser groups with no weight decay and no
+    LARS adaptation; sgd and adamw decay every parameter, as MoCo v2 and SimSiam do.
+    """
+
+    name: Literal["sgd", "adamw", "lars"] = "sgd"
     lr: float = 0.03
     lr_batch_size: int = 256
     weight_decay: float = 1e-4
     momentum: float = 0.9
     warmup_epochs: float = 0.0
     schedule: Literal["cosine", "constant"] = "cosine"
+    eta: float = 0.001  # LARS trust coefficient
+    exclude_bias_and_norm: bool = True  # LARS: biases and norm parameters get neither wd nor adaptation
+
+    def __post_init__(self) -> None:
+        if self.eta <= 0:
+            raise ValueError(f"eta must be positive, got {self.eta}")
+        if self.name in ("sgd", "lars") and not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+
+    @property
+    def splits_bias_and_norm(self) -> bool:
+        """Whether biases and normalisation parameters get their own optimiser groups."""
+        return self.name == "lars" and self.exclude_bias_and_norm
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from pretrain.checkpoint import export_backbone, load_state, save_state
 from pretrain.config import RecipeConfig
 from pretrain.data import PretrainStream
 from pretrain.methods.base import SSLMethod
+from pretrain.optim import build_optimizer
 
 CHECKPOINT_NAME = "checkpoints/last.pt"
 BACKBONE_NAME = "backbone.safetensors"
@@ -75,17 +76,6 @@ def lr_at(step: int, total: int, base_lr: float, warmup: int, schedule: str) -> 
     return base_lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def build_optimizer(
-    recipe: RecipeConfig, groups: list[dict[str, Any]], base_lr: float
-) -> torch.optim.Optimizer:
-    """The optimiser over ``groups`` (:meth:`SSLMethod.param_groups`; extra keys such as ``fixed_lr`` are
-    kept in the optimiser's param groups)."""
-    o = recipe.optim
-    if o.name == "sgd":
-        return torch.optim.SGD(groups, lr=base_lr, momentum=o.momentum, weight_decay=o.weight_decay)
-    return torch.optim.AdamW(groups, lr=base_lr, weight_decay=o.weight_decay)
-
-
 class Trainer:
     """Runs one recipe's pretraining into ``run_dir`` (see module docstring)."""
 
@@ -118,7 +108,8 @@ class Trainer:
         if self.total_steps < 1:
             raise ConfigError("train.epochs (or train.max_steps) gives zero training steps")
         self.warmup = int(recipe.optim.warmup_epochs * spe)
-        self.optimizer = build_optimizer(recipe, self.method.param_groups(), self.base_lr)
+        groups = self.method.optimizer_groups(exclude_bias_and_norm=recipe.optim.splits_bias_and_norm)
+        self.optimizer = build_optimizer(recipe.optim, groups, self.base_lr)
         use_scaler = self.amp_dtype == torch.float16 and device.type == "cuda"
         self.scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
         self.model: nn.Module = self.method

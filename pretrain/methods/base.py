@@ -3,8 +3,10 @@
 A method is an ``nn.Module`` built from a :class:`~pretrain.backbones.Backbone` and its typed config.
 ``forward(batch) -> StepOutput`` returns the loss to minimise and detached scalars to log;
 ``on_step_end(step, total_steps)`` runs after each optimiser step (EMA/momentum updates);
-``param_groups()`` optionally splits the trainable parameters into optimiser groups.  The optimiser,
-schedule and logging belong to the trainer.  ``backbone`` is the network that gets exported.
+``param_groups()`` optionally splits the trainable parameters into optimiser groups (method semantics,
+e.g. SimSiam's fixed-lr predictor), and ``optimizer_groups(...)`` refines them for the optimiser (biases
+and normalisation parameters apart, for LARS).  The optimiser, schedule and logging belong to the
+trainer.  ``backbone`` is the network that gets exported.
 """
 
 from __future__ import annotations
@@ -81,8 +83,46 @@ class SSLMethod(nn.Module):
         A group may carry ``"fixed_lr": True``: the trainer then keeps that group's learning rate at the
         (batch-scaled) base lr instead of following the warm-up/cosine schedule (SimSiam's predictor).
         Every trainable parameter must be in exactly one group.  Default: one group of all of them.
+        Subclasses override this; the trainer calls :meth:`optimizer_groups`.
         """
         return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+
+    def optimizer_groups(self, *, exclude_bias_and_norm: bool = False) -> list[dict[str, Any]]:
+        """The groups the trainer gives the optimiser: :meth:`param_groups`, each optionally split by
+        :func:`split_bias_and_norm` (LARS with ``optim.exclude_bias_and_norm``)."""
+        groups = self.param_groups()
+        return split_bias_and_norm(groups) if exclude_bias_and_norm else groups
+
+
+def is_bias_or_norm(p: torch.Tensor) -> bool:
+    """Biases and normalisation (BN) weights/biases: the parameters with at most one dimension.
+
+    Linear and convolution weights have two or more dimensions; every bias and every BatchNorm
+    ``weight``/``bias`` has one.  This is the rule of Barlow Twins' official code (``p.ndim == 1``); SimCLR
+    and BYOL select the same tensors by layer name.
+    """
+    return p.ndim <= 1
+
+
+def split_bias_and_norm(groups: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Split each group into its weights and its biases/normalisation parameters (:func:`is_bias_or_norm`).
+
+    For every input group (all of its keys, e.g. ``fixed_lr``, are kept in both parts), in order: the
+    weights part unchanged, then the biases/norm part with ``"weight_decay": 0.0`` and
+    ``"lars_exclude": True`` -- excluded from weight decay and from LARS adaptation, as in SimCLR (arXiv
+    2002.05709), BYOL (arXiv 2006.07733, Sec. 3.3) and Barlow Twins (arXiv 2103.03230, Sec. 4).  Parts
+    with no parameters are dropped.  Parameter order inside each part follows the input group.
+    """
+    out: list[dict[str, Any]] = []
+    for group in groups:
+        params = list(group["params"])
+        weights = [p for p in params if not is_bias_or_norm(p)]
+        rest = [p for p in params if is_bias_or_norm(p)]
+        if weights:
+            out.append({**group, "params": weights})
+        if rest:
+            out.append({**group, "params": rest, "weight_decay": 0.0, "lars_exclude": True})
+    return out
 
 
 @torch.no_grad()
