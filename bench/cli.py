@@ -1,6 +1,7 @@
 """The ``bench`` command line.
 
     bench run --recipe moco --tasks cifar10 [--profile smoke] [--data-root DIR] [--seeds 0,1] [--set k=v]
+    bench eval --checkpoint FILE [--backbone resnet50] --tasks linear [--allow-partial] [--label NAME]
     bench ls recipes|tasks|backbones|profiles
     bench show recipe NAME [--profile P] [--set k=v]
     bench data synth --root DIR [--datasets cifar10,imagenet] [--scale smoke]
@@ -32,6 +33,15 @@ def _add_common_recipe_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_on_corrupt(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--on-corrupt",
+        choices=["raise", "skip"],
+        default="raise",
+        help="unreadable images: fail naming the file (default) or skip them (counted in results)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bench", description="augbench: SSL augmentation benchmark suite")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -47,6 +57,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fresh", action="store_true", help="delete this run's directory and start over")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--leaderboard", help="leaderboard file to regenerate (default: RUNS_DIR/LEADERBOARD.md)")
+    _add_on_corrupt(p)
+
+    p = sub.add_parser("eval", help="evaluate an external checkpoint (no pretraining) on tasks")
+    p.add_argument("--checkpoint", required=True, help="safetensors or torchvision/MoCo-style .pth file")
+    p.add_argument("--backbone", default="resnet50", help="architecture to load it into (bench ls backbones)")
+    p.add_argument("--tasks", default="all", help="comma-separated tasks or groups (bench ls tasks)")
+    p.add_argument("--profile", default="smoke", help="eval resolutions/budgets: smoke or paper")
+    p.add_argument(
+        "--label", help="name of this checkpoint in results and leaderboards (default: ckpt:<file>)"
+    )
+    p.add_argument("--prefix", help="key prefix of the backbone tensors (default: detected)")
+    p.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="evaluate even if some backbone tensors are missing or mis-shaped (they stay random)",
+    )
+    p.add_argument("--data-root", help="dataset root (default: $BENCH_DATA, else synthetic stand-ins)")
+    p.add_argument("--runs-dir", help="where results go (default: $BENCH_RUNS or ./runs)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--leaderboard", help="leaderboard file to regenerate (default: RUNS_DIR/LEADERBOARD.md)")
+    _add_on_corrupt(p)
 
     p = sub.add_parser("ls", help="list recipes, tasks, backbones or profiles")
     p.add_argument("what", choices=["recipes", "tasks", "backbones", "profiles"])

@@ -17,6 +17,7 @@ from bench.paths import resolve_data_root, resolve_runs_dir
 def dispatch(args: argparse.Namespace) -> int:
     handlers = {
         "run": cmd_run,
+        "eval": cmd_eval,
         "ls": cmd_ls,
         "show": cmd_show,
         "data": cmd_data,
@@ -59,6 +60,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 resume=args.resume,
                 fresh=args.fresh,
                 progress=not args.no_progress,
+                on_corrupt=args.on_corrupt,
             )
         )
     from pretrain import distributed
@@ -71,6 +73,41 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"run directory: {rep.run_dir}")
         for f in rep.result_files:
             print(f"result: {f}")
+    print(f"leaderboard: {board}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from bench.evaluate import evaluate_checkpoint
+    from leaderboard.render import write_leaderboard
+    from pretrain.backbones import BACKBONES
+    from pretrain.recipes import check_profile
+    from tasks.registry import resolve_tasks
+
+    profile = check_profile(args.profile)
+    BACKBONES.get(args.backbone)
+    tasks = resolve_tasks(args.tasks)
+    path = Path(args.checkpoint).expanduser().resolve()
+    runs = resolve_runs_dir(args.runs_dir)
+    report = evaluate_checkpoint(
+        path,
+        args.backbone,
+        tasks,
+        profile,
+        resolve_data_root(args.data_root),
+        runs,
+        label=args.label,
+        prefix=args.prefix,
+        allow_partial=args.allow_partial,
+        on_corrupt=args.on_corrupt,
+        progress=not args.no_progress,
+    )
+    board = Path(args.leaderboard) if args.leaderboard else runs / "LEADERBOARD.md"
+    write_leaderboard(runs, board)
+    print(report.load_summary)
+    print(f"output directory: {report.out_dir}")
+    for f in report.result_files:
+        print(f"result: {f}")
     print(f"leaderboard: {board}")
     return 0
 

@@ -33,8 +33,8 @@ from pretrain.config import RecipeConfig
 from pretrain.data import PretrainStream, hide_labels
 from pretrain.methods import build_method
 from pretrain.trainer import BACKBONE_NAME, CHECKPOINT_NAME, Trainer
-from tasks.base import Task, TaskContext
-from tasks.datasets.base import load_uint8_tensor
+from tasks.base import Task, TaskContext, TaskOutput
+from tasks.datasets.base import OnCorrupt, load_uint8_tensor
 from tasks.datasets.registry import DATASETS
 from tasks.datasets.synth.writer import ensure_synthetic, is_synthetic
 from tasks.features import state_dict_digest
@@ -165,46 +165,78 @@ def load_run_backbone(run_dir: Path, backbone_name: str, device: torch.device) -
     return backbone.to(device).eval()
 
 
+def subject_of(recipe: RecipeConfig) -> dict[str, Any]:
+    """The ``recipe`` section of a result file for a recipe run."""
+    return {"name": recipe.name, "config": to_dict(recipe), "config_hash": seedless_hash(recipe)}
+
+
 def result_doc(
-    recipe: RecipeConfig,
+    subject: dict[str, Any],
     task: Task,
-    profile: str,
-    data: DataRoot,
+    ctx: TaskContext,
     sources: dict[str, str],
-    output: Any,
-    summary: dict[str, Any],
+    output: TaskOutput,
+    pretrain_summary: dict[str, Any],
     task_seconds: float,
-    device: torch.device,
 ) -> dict[str, Any]:
+    """A schema-1 result document (see :mod:`bench.results`); ``sources`` covers the datasets involved."""
     return {
         "schema": SCHEMA,
-        "recipe": {"name": recipe.name, "config": to_dict(recipe), "config_hash": seedless_hash(recipe)},
+        "recipe": subject,
         "task": {
             "name": task.name,
             "version": task.version,
             "family": task.family,
-            "protocol": task.protocol(profile),
+            "protocol": task.protocol(ctx.profile),
         },
         "metrics": output.metrics,
         "primary_metric": task.primary,
         "higher_is_better": {m.name: m.higher_is_better for m in task.metrics},
         "details": output.details,
-        "seed": recipe.train.seed,
-        "profile": profile,
+        "seed": ctx.seed,
+        "profile": ctx.profile,
         "data": {
-            "source": overall_source({d: sources[d] for d in (recipe.data.dataset, *task.datasets)}),
-            "root": str(data.path),
-            "datasets": {d: sources[d] for d in (recipe.data.dataset, *task.datasets)},
+            "source": overall_source(sources),
+            "root": str(ctx.data_root),
+            "datasets": sources,
+            "on_corrupt": ctx.on_corrupt,
         },
         "provenance": {
             "code_version": provenance.code_version(),
             "libraries": provenance.library_versions(),
-            "hardware": provenance.hardware(device),
+            "hardware": provenance.hardware(ctx.device),
         },
-        "timings": {"pretrain_seconds": summary.get("seconds"), "task_seconds": task_seconds},
-        "pretrain": summary,
+        "timings": {"pretrain_seconds": pretrain_summary.get("seconds"), "task_seconds": task_seconds},
+        "pretrain": pretrain_summary,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def run_tasks(
+    backbone: Backbone,
+    tasks: list[Task],
+    ctx: TaskContext,
+    subject: dict[str, Any],
+    sources: dict[str, str],
+    pretrain_summary: dict[str, Any],
+    out_dir: Path,
+    extra_datasets: tuple[str, ...] = (),
+) -> tuple[list[Path], dict[str, dict[str, float]]]:
+    """Run every task on ``backbone``; write ``out_dir/results/<family>-<dataset>.json`` for each."""
+    files, metrics = [], {}
+    for task in tasks:
+        log(f"task {task.name} ...")
+        t0 = time.perf_counter()
+        output = task.run(backbone, ctx)
+        seconds = time.perf_counter() - t0
+        involved = {d: sources[d] for d in (*extra_datasets, *task.datasets)}
+        doc = result_doc(subject, task, ctx, involved, output, pretrain_summary, seconds)
+        path = out_dir / "results" / f"{task.name.replace('/', '-').replace(':', '-')}.json"
+        files.append(write_result(path, doc))
+        metrics[task.name] = output.metrics
+        shown = ", ".join(f"{k}={v:.2f}" for k, v in output.metrics.items())
+        log(f"task {task.name}: {shown} ({seconds:.1f} s)")
+    return files, metrics
 
 
 @dataclass(frozen=True)
@@ -225,6 +257,7 @@ def run(
     fresh: bool = False,
     progress: bool = True,
     device: torch.device | None = None,
+    on_corrupt: OnCorrupt = "raise",
 ) -> RunReport:
     """Pretrain ``recipe`` then evaluate every task; write one result file per task."""
     device = device or distributed.init_from_env()
@@ -248,17 +281,10 @@ def run(
         seed=recipe.train.seed,
         weights_digest=state_dict_digest(backbone.net),
         progress=progress,
+        on_corrupt=on_corrupt,
+        work_dir=run_dir / "tasks",
     )
-    files, metrics = [], {}
-    for task in tasks:
-        log(f"task {task.name} ...")
-        t0 = time.perf_counter()
-        output = task.run(backbone, ctx)
-        seconds = time.perf_counter() - t0
-        doc = result_doc(recipe, task, profile, data, sources, output, summary, seconds, device)
-        path = run_dir / "results" / f"{task.name.replace('/', '-')}.json"
-        files.append(write_result(path, doc))
-        metrics[task.name] = output.metrics
-        shown = ", ".join(f"{k}={v:.2f}" for k, v in output.metrics.items())
-        log(f"task {task.name}: {shown} ({seconds:.1f} s)")
+    files, metrics = run_tasks(
+        backbone, tasks, ctx, subject_of(recipe), sources, summary, run_dir, (recipe.data.dataset,)
+    )
     return RunReport(run_dir, files, metrics)

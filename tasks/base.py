@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import torch
 
 from pretrain.backbones import Backbone
+from tasks.datasets.base import OnCorrupt
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,9 @@ class TaskContext:
         synthetic: whether ``data_root`` holds the synthetic stand-ins.
         profile: "smoke" or "paper" (sets resolutions and probe budgets).
         weights_digest: content hash of the backbone weights (feature-cache key).
+        on_corrupt: unreadable images: "raise" (fail naming the file) or "skip" (drop them, scanned up
+            front; results list them in ``details.skipped_images``).
+        work_dir: a directory a long task may keep resumable state in (``None``: no resume).
     """
 
     data_root: Path
@@ -43,6 +47,8 @@ class TaskContext:
     weights_digest: str
     progress: bool = True
     num_workers: int = 0
+    on_corrupt: OnCorrupt = "raise"
+    work_dir: Path | None = None
 
 
 @dataclass(frozen=True)
