@@ -125,10 +125,17 @@ class AugmentedLinearTask:
         head, epochs_run = _train_head(
             backbone, train, feats.num_classes, feats.train.dim, cfg, res, ctx, ckpt
         )
-        with torch.no_grad():
-            x = torch.as_tensor(np.asarray(feats.test.features), device=ctx.device).float()
-            logits = head(x)
-        acc = topk_accuracy(logits.cpu(), feats.test.labels)
+        with torch.no_grad():  # streamed: the test features stay memory-mapped
+            rows = feats.test.features
+            logits = torch.cat(
+                [
+                    head(
+                        torch.from_numpy(np.array(rows[i : i + 8192], dtype=np.float32)).to(ctx.device)
+                    ).cpu()
+                    for i in range(0, len(rows), 8192)
+                ]
+            )
+        acc = topk_accuracy(logits, feats.test.labels)
         return TaskOutput(
             metrics={"top1": acc[1], "top5": acc[5]},
             details={

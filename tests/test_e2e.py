@@ -97,3 +97,45 @@ def test_kill_then_resume(tiny_root: Path, tmp_path: Path) -> None:
     summary = json.loads((run_dir / "pretrain.json").read_text())
     assert summary["resumed_from"] >= 4 and summary["steps"] == summary["total_steps"] == 6 * (300 // 16)
     assert (run_dir / "results" / "linear-cifar10.json").is_file()
+
+
+def test_eval_external_checkpoint(
+    tiny_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`bench eval` on a MoCo-style training checkpoint: loads the query encoder, runs tasks, reports."""
+    import torch
+
+    from pretrain.backbones import build_backbone
+
+    torch.manual_seed(3)
+    net = build_backbone("narrow_resnet18").net
+    state = {f"module.encoder_q.{k}": v for k, v in net.state_dict().items()}
+    state["module.encoder_q.fc.0.weight"] = torch.zeros(2, 2)
+    ckpt = tmp_path / "checkpoint_0001.pth.tar"
+    torch.save({"epoch": 1, "arch": "narrow_resnet18", "state_dict": state}, ckpt)
+    runs = tmp_path / "runs"
+    argv = ["eval", "--checkpoint", str(ckpt), "--backbone", "narrow_resnet18", "--tasks", "knn/cifar10",
+            "--data-root", str(tiny_root), "--runs-dir", str(runs), "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    n = len(net.state_dict())
+    assert f"loaded {n}/{n} backbone tensors" in out and "module.encoder_q." in out
+    (result,) = runs.glob("eval/ckpt_checkpoint_0001/smoke-synthetic-*/results/knn-cifar10.json")
+    doc = json.loads(result.read_text())
+    assert doc["recipe"]["name"] == "ckpt:checkpoint_0001"
+    assert doc["recipe"]["config"]["prefix"] == "module.encoder_q."
+    assert doc["pretrain"]["external_checkpoint"]["ignored"] == 1
+    load = json.loads((result.parent.parent / "load.json").read_text())
+    assert load["loaded"] == n and load["missing"] == []
+    assert "| ckpt:checkpoint_0001" in (runs / "LEADERBOARD.md").read_text()
+
+    del state["module.encoder_q.layer2.0.conv1.weight"]
+    torch.save({"state_dict": state}, ckpt)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "1 missing (e.g. layer2.0.conv1.weight)" in err and "--allow-partial" in err
+    assert "Traceback" not in err
+    assert main([*argv, "--allow-partial", "--label", "partial"]) == 0
+    assert "NOT loaded: 1 missing" in capsys.readouterr().out
+    assert main([*argv[:4], "resnet5O", *argv[5:]]) == 2
+    assert "did you mean 'resnet50'" in capsys.readouterr().err
