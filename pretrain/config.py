@@ -200,6 +200,10 @@ class OptimConfig:
     ``exclude_bias_and_norm`` (the three papers' choice), biases and normalisation parameters (every
     parameter with at most one dimension) form separate optimiser groups with no weight decay and no
     LARS adaptation; sgd and adamw decay every parameter, as MoCo v2 and SimSiam do.
+    ``bias_lr_scale`` multiplies the learning rate of those bias/norm groups at every step of the schedule
+    (Barlow Twins, arXiv 2103.03230 Sec. 4: lr 0.2 for weights and 0.0048 for biases and BN parameters,
+    i.e. 0.024); it needs the separate groups, so a value other than 1 requires ``name: lars`` with
+    ``exclude_bias_and_norm``.
     """
 
     name: Literal["sgd", "adamw", "lars"] = "sgd"
@@ -211,10 +215,17 @@ class OptimConfig:
     schedule: Literal["cosine", "constant"] = "cosine"
     eta: float = 0.001  # LARS trust coefficient
     exclude_bias_and_norm: bool = True  # LARS: biases and norm parameters get neither wd nor adaptation
+    bias_lr_scale: float = 1.0  # lr of the bias/norm groups relative to the weights' lr
 
     def __post_init__(self) -> None:
         if self.eta <= 0:
             raise ValueError(f"eta must be positive, got {self.eta}")
+        if self.bias_lr_scale <= 0:
+            raise ValueError(f"bias_lr_scale must be positive, got {self.bias_lr_scale}")
+        if self.bias_lr_scale != 1.0 and not self.splits_bias_and_norm:
+            raise ValueError(
+                "bias_lr_scale needs separate bias/norm groups: set name: lars, exclude_bias_and_norm: true"
+            )
         if self.name in ("sgd", "lars") and not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
 

@@ -3,7 +3,10 @@
 One optimiser step per batch: ``views = policy(images)``, ``loss = method(views)``, backward, step,
 ``method.on_step_end``.  The learning rate follows a linear warm-up then cosine decay computed from the
 global step (no scheduler state to restore); parameter groups the method marks ``fixed_lr`` (see
-:meth:`SSLMethod.param_groups`) keep the base lr.  Every ``checkpoint_every`` steps and at the end the full
+:meth:`SSLMethod.param_groups`) keep the base lr, and a group's ``lr_scale`` (Barlow Twins' bias/BN lr,
+``optim.bias_lr_scale``) multiplies its lr at every step, so ratios between groups hold throughout the
+warm-up and the decay.  The optimiser is :func:`pretrain.optim.build_optimizer`'s (SGD, AdamW or LARS)
+over :meth:`SSLMethod.optimizer_groups`.  Every ``checkpoint_every`` steps and at the end the full
 state (model incl. momentum encoders and queues, optimiser, grad scaler, step) is written atomically
 to ``<run>/checkpoints/last.pt``; ``resume=True`` continues from it and, since data order and
 augmentation randomness are functions of (seed, step), reproduces the uninterrupted run exactly on CPU.
@@ -108,7 +111,9 @@ class Trainer:
         if self.total_steps < 1:
             raise ConfigError("train.epochs (or train.max_steps) gives zero training steps")
         self.warmup = int(recipe.optim.warmup_epochs * spe)
-        groups = self.method.optimizer_groups(exclude_bias_and_norm=recipe.optim.splits_bias_and_norm)
+        groups = self.method.optimizer_groups(
+            exclude_bias_and_norm=recipe.optim.splits_bias_and_norm, bias_lr_scale=recipe.optim.bias_lr_scale
+        )
         self.optimizer = build_optimizer(recipe.optim, groups, self.base_lr)
         use_scaler = self.amp_dtype == torch.float16 and device.type == "cuda"
         self.scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
@@ -168,7 +173,8 @@ class Trainer:
         labels = labels.to(self.device, non_blocking=True)
         lr = lr_at(self.step, self.total_steps, self.base_lr, self.warmup, self.recipe.optim.schedule)
         for group in self.optimizer.param_groups:
-            group["lr"] = self.base_lr if group.get("fixed_lr", False) else lr
+            group_lr = self.base_lr if group.get("fixed_lr", False) else lr
+            group["lr"] = group_lr * group.get("lr_scale", 1.0)
         batch = self.policy(images, labels, self._generator(self.step))
         if self.channels_last:
             batch.views = tuple(v.contiguous(memory_format=torch.channels_last) for v in batch.views)  # type: ignore[assignment]

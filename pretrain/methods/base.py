@@ -81,17 +81,25 @@ class SSLMethod(nn.Module):
         """The optimiser's parameter groups: dicts with ``"params"`` (trainable parameters only).
 
         A group may carry ``"fixed_lr": True``: the trainer then keeps that group's learning rate at the
-        (batch-scaled) base lr instead of following the warm-up/cosine schedule (SimSiam's predictor).
+        (batch-scaled) base lr instead of following the warm-up/cosine schedule (SimSiam's predictor),
+        and ``"lr_scale": s``: the trainer multiplies that group's lr (scheduled or fixed) by ``s``.
         Every trainable parameter must be in exactly one group.  Default: one group of all of them.
         Subclasses override this; the trainer calls :meth:`optimizer_groups`.
         """
         return [{"params": [p for p in self.parameters() if p.requires_grad]}]
 
-    def optimizer_groups(self, *, exclude_bias_and_norm: bool = False) -> list[dict[str, Any]]:
+    def optimizer_groups(
+        self, *, exclude_bias_and_norm: bool = False, bias_lr_scale: float = 1.0
+    ) -> list[dict[str, Any]]:
         """The groups the trainer gives the optimiser: :meth:`param_groups`, each optionally split by
-        :func:`split_bias_and_norm` (LARS with ``optim.exclude_bias_and_norm``)."""
+        :func:`split_bias_and_norm` (LARS with ``optim.exclude_bias_and_norm``; ``bias_lr_scale`` is
+        ``optim.bias_lr_scale`` and needs the split)."""
         groups = self.param_groups()
-        return split_bias_and_norm(groups) if exclude_bias_and_norm else groups
+        if not exclude_bias_and_norm:
+            if bias_lr_scale != 1.0:
+                raise ValueError("bias_lr_scale needs exclude_bias_and_norm (separate bias/norm groups)")
+            return groups
+        return split_bias_and_norm(groups, lr_scale=bias_lr_scale)
 
 
 def is_bias_or_norm(p: torch.Tensor) -> bool:
@@ -104,13 +112,14 @@ def is_bias_or_norm(p: torch.Tensor) -> bool:
     return p.ndim <= 1
 
 
-def split_bias_and_norm(groups: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def split_bias_and_norm(groups: Sequence[dict[str, Any]], lr_scale: float = 1.0) -> list[dict[str, Any]]:
     """Split each group into its weights and its biases/normalisation parameters (:func:`is_bias_or_norm`).
 
     For every input group (all of its keys, e.g. ``fixed_lr``, are kept in both parts), in order: the
     weights part unchanged, then the biases/norm part with ``"weight_decay": 0.0`` and
     ``"lars_exclude": True`` -- excluded from weight decay and from LARS adaptation, as in SimCLR (arXiv
-    2002.05709), BYOL (arXiv 2006.07733, Sec. 3.3) and Barlow Twins (arXiv 2103.03230, Sec. 4).  Parts
+    2002.05709), BYOL (arXiv 2006.07733, Sec. 3.3) and Barlow Twins (arXiv 2103.03230, Sec. 4) -- and
+    ``"lr_scale"`` multiplied by ``lr_scale`` (Barlow Twins' separate bias/BN lr, 0.0048 / 0.2).  Parts
     with no parameters are dropped.  Parameter order inside each part follows the input group.
     """
     out: list[dict[str, Any]] = []
@@ -121,7 +130,10 @@ def split_bias_and_norm(groups: Sequence[dict[str, Any]]) -> list[dict[str, Any]
         if weights:
             out.append({**group, "params": weights})
         if rest:
-            out.append({**group, "params": rest, "weight_decay": 0.0, "lars_exclude": True})
+            scale = group.get("lr_scale", 1.0) * lr_scale
+            out.append(
+                {**group, "params": rest, "weight_decay": 0.0, "lars_exclude": True, "lr_scale": scale}
+            )
     return out
 
 

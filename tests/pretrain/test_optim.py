@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,6 +18,7 @@ from pretrain.config import OptimConfig
 from pretrain.methods.base import SSLMethod, split_bias_and_norm
 from pretrain.optim import LARS, build_optimizer
 from pretrain.recipes import resolve_recipe
+from pretrain.trainer import Trainer, lr_at
 from tests.pretrain.test_methods import COMMON, TINY
 from tests.pretrain.test_trainer import make_trainer
 
@@ -71,6 +74,9 @@ def test_split_bias_and_norm_groups() -> None:
     assert "weight_decay" not in weights and not weights.get("lars_exclude", False)
     assert rest["weight_decay"] == 0.0 and rest["lars_exclude"] is True
     assert weights["fixed_lr"] and rest["fixed_lr"]  # the method's flags reach both parts
+    assert "lr_scale" not in weights and rest["lr_scale"] == 1.0
+    scaled = split_bias_and_norm([{"params": list(model.parameters()), "lr_scale": 2.0}], lr_scale=0.024)
+    assert scaled[0]["lr_scale"] == 2.0 and scaled[1]["lr_scale"] == pytest.approx(0.048)
     # a group of only weights (or only biases) is not followed by an empty part
     assert len(split_bias_and_norm([{"params": [model.fc.weight]}])) == 1
 
@@ -213,3 +219,64 @@ def test_trainer_builds_lars_with_bias_and_norm_groups(tmp_path: Path) -> None:
     assert sorted(id(p) for g in (weights, rest) for p in g["params"]) == sorted(id(p) for p in trainable)
     summary = trainer.fit()
     assert summary.steps == 3 and math.isfinite(summary.final_loss)
+
+
+# 3 steps per epoch: 2 warm-up steps (lr 0.5, 1 x base), then 3 cosine steps (1, 0.75, 0.25 x base)
+SCHEDULE = ["optim.warmup_epochs=0.67", "train.max_steps=5"]
+
+
+def _run_and_check_lrs(trainer: Trainer, want: Callable[[dict[str, Any], float], float]) -> None:
+    """Take every step; after each, every group's lr must be ``want(group, scheduled lr of the step)``."""
+    batches = trainer.stream.batches(0)
+    seen = []
+    while trainer.step < trainer.total_steps:
+        step = trainer.step
+        trainer.train_step(*next(batches))
+        scheduled = lr_at(step, trainer.total_steps, trainer.base_lr, trainer.warmup, "cosine")
+        seen.append(scheduled)
+        for group in trainer.optimizer.param_groups:
+            assert group["lr"] == pytest.approx(want(group, scheduled), rel=1e-12, abs=1e-15)
+    assert seen == pytest.approx([x * trainer.base_lr for x in (0.5, 1.0, 1.0, 0.75, 0.25)], rel=1e-12)
+
+
+def test_barlow_bias_lr_follows_the_schedule_at_its_ratio(tmp_path: Path) -> None:
+    flags = ["optim.name=lars", "optim.lr=0.2", "optim.bias_lr_scale=0.024", *SCHEDULE]
+    trainer = make_trainer(resolve_recipe("barlow", "smoke", [*COMMON, *TINY["barlow"], *flags]), tmp_path)
+    _, rest = trainer.optimizer.param_groups
+    assert all(p.ndim == 1 for p in rest["params"]) and rest["lr_scale"] == 0.024
+
+    def want(group: dict[str, Any], scheduled: float) -> float:
+        return scheduled * (0.024 if group is rest else 1.0)
+
+    _run_and_check_lrs(trainer, want)
+
+
+def test_fixed_lr_groups_keep_working_with_bias_lr_scale(tmp_path: Path) -> None:
+    flags = ["optim.name=lars", "optim.bias_lr_scale=0.5", "method.fix_pred_lr=true", *SCHEDULE]
+    trainer = make_trainer(resolve_recipe("simsiam", "smoke", [*COMMON, *TINY["simsiam"], *flags]), tmp_path)
+    groups = trainer.optimizer.param_groups
+    predictor = {id(p) for p in trainer.method.predictor.parameters()}  # type: ignore[union-attr]
+    assert [bool(g.get("fixed_lr", False)) for g in groups] == [False, False, True, True]
+    assert [g.get("lr_scale", 1.0) for g in groups] == [1.0, 0.5, 1.0, 0.5]
+    assert {id(p) for g in groups[2:] for p in g["params"]} == predictor
+
+    def want(group: dict[str, Any], scheduled: float) -> float:
+        return (trainer.base_lr if group.get("fixed_lr") else scheduled) * group.get("lr_scale", 1.0)
+
+    _run_and_check_lrs(trainer, want)
+
+
+def test_bias_lr_scale_needs_separate_groups() -> None:
+    assert resolve_recipe("barlow", "smoke", ["optim.name=lars", "optim.bias_lr_scale=0.024"])
+    with pytest.raises(ConfigError, match="bias_lr_scale needs separate bias/norm groups"):
+        resolve_recipe("barlow", "smoke", ["optim.bias_lr_scale=0.024"])  # adamw
+    with pytest.raises(ConfigError, match="bias_lr_scale needs"):
+        resolve_recipe(
+            "barlow",
+            "smoke",
+            ["optim.name=lars", "optim.exclude_bias_and_norm=false", "optim.bias_lr_scale=0.5"],
+        )
+    with pytest.raises(ConfigError, match="bias_lr_scale must be positive"):
+        resolve_recipe("barlow", "smoke", ["optim.name=lars", "optim.bias_lr_scale=0"])
+    with pytest.raises(ValueError, match="bias_lr_scale needs"):
+        _Method().optimizer_groups(bias_lr_scale=0.5)
