@@ -105,6 +105,11 @@ def _load_cifar10(root: Path, split: str, size: int, resize: int, on_corrupt: On
     return cifar.load_cifar10(root, split, size, resize)
 
 
+def _load_cifar100(root: Path, split: str, size: int, resize: int, on_corrupt: OnCorrupt) -> ImageDataset:
+    del on_corrupt  # in-memory pickles: a damaged file always raises
+    return cifar.load_cifar100(root, split, size, resize)
+
+
 def _load_imagenet(root: Path, split: str, size: int, resize: int, on_corrupt: OnCorrupt) -> ImageDataset:
     return imagefolder.load_imagenet(root, split, size, resize, on_corrupt)
 
@@ -146,7 +151,24 @@ def build_dataset_registry() -> Registry[DatasetInfo]:
         synthesizer=imagefolder.write_synthetic_imagenet,
         verifier=imagefolder.verify_imagenet,
     )
-    for info in (cifar10, imagenet):
+    cifar100 = DatasetInfo(
+        name="cifar100",
+        description="CIFAR-100 (python version): 50k train / 10k test 32x32 images, 100 fine classes",
+        relpath=cifar.CIFAR100_DIR,
+        splits=("train", "test"),
+        train_split="train",
+        test_split="test",
+        num_classes=100,
+        synthetic_classes=100,
+        default_size=32,
+        default_resize=32,
+        synthetic_image_size=32,
+        prepare_hint=cifar.CIFAR100_PREPARE_HINT,
+        loader=_load_cifar100,
+        synthesizer=cifar.write_synthetic_cifar100,
+        verifier=cifar.verify_cifar100,
+    )
+    for info in (cifar10, imagenet, cifar100):
         registry.register(info.name, info)
     return registry
 

@@ -330,16 +330,33 @@ def render(
     Labels are balanced (counts differ by at most one) and shuffled.  Deterministic in all arguments
     except ``progress`` (a tqdm bar over chunks).
     """
-    style = style or SynthStyle()
     if not 1 <= num_classes <= NUM_IDENTITIES:
         raise ValueError(f"num_classes must be in [1, {NUM_IDENTITIES}], got {num_classes}")
     rng = np.random.default_rng(seed)
     labels = rng.permutation(np.arange(n, dtype=np.int64) % num_classes)
+    return _render_all(labels, size, style or SynthStyle(), rng, progress), labels
+
+
+def render_labels(
+    labels: Array, size: int, seed: int, style: SynthStyle | None = None, progress: bool = False
+) -> Array:
+    """Render one image per entry of ``labels`` (any class counts, e.g. long-tailed): ``uint8 [n, size,
+    size, 3]``.  Labels must lie in ``[0, NUM_IDENTITIES)``; deterministic like :func:`render`."""
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    if labels.size and (labels.min() < 0 or labels.max() >= NUM_IDENTITIES):
+        raise ValueError(f"labels must lie in [0, {NUM_IDENTITIES})")
+    return _render_all(labels, size, style or SynthStyle(), np.random.default_rng(seed), progress)
+
+
+def _render_all(
+    labels: Array, size: int, style: SynthStyle, rng: np.random.Generator, progress: bool
+) -> Array:
+    n = len(labels)
     images = np.empty((n, size, size, 3), dtype=np.uint8)
     starts = range(0, n, CHUNK)
     for start in tqdm(starts, desc=f"render {n} images", unit="chunk", disable=not progress):
         images[start : start + CHUNK] = _render_chunk(labels[start : start + CHUNK], size, style, rng)
-    return images, labels
+    return images
 
 
 def save_grid(
