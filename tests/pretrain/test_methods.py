@@ -194,7 +194,17 @@ def test_recipes_resolve_with_paper_values() -> None:
         and barlow.method.dim == 8192
         and barlow.method.lambd == 0.0051
     )
-    for name in ("simclr", "byol", "simsiam", "barlow"):
+    # LARS with the papers' values; biases and BN parameters apart (no wd, no adaptation)
+    lars = {name: resolve_recipe(name, "paper").optim for name in ("simclr", "byol", "barlow")}
+    assert {n: (o.name, o.lr, o.weight_decay, o.eta, o.bias_lr_scale) for n, o in lars.items()} == {
+        "simclr": ("lars", 0.3, 1e-6, 0.001, 1.0),
+        "byol": ("lars", 0.2, 1.5e-6, 0.001, 1.0),
+        "barlow": ("lars", 0.2, 1.5e-6, 0.001, 0.024),
+    }
+    assert all(o.splits_bias_and_norm and o.momentum == 0.9 and o.warmup_epochs == 10 for o in lars.values())
+    assert lars["barlow"].lr * lars["barlow"].bias_lr_scale == pytest.approx(0.0048)
+    assert (simsiam.optim.name, resolve_recipe("moco", "paper").optim.name) == ("sgd", "sgd")
+    for name in ("moco", "simclr", "byol", "simsiam", "barlow"):
         smoke = resolve_recipe(name, "smoke")
         assert smoke.optim.name == "adamw" and smoke.augment.views[1].size == 32
         assert smoke.backbone.name == "narrow_resnet18"
