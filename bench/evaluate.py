@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from bench.harness import log, overall_source, prepare_data, run_tasks
+from bench.harness import log, overall_source, prepare_data, reference_resolver, run_tasks
 from bench.paths import DataRoot, cache_dir
 from bench.results import atomic_write_text
 from pretrain import distributed
@@ -83,6 +83,7 @@ def evaluate_checkpoint(
         progress=progress,
         on_corrupt=on_corrupt,
         work_dir=out_dir / "tasks",
+        reference=reference_resolver(profile, data, runs, device, seed, backbone_name, progress),
     )
     subject = {
         "name": label,

@@ -13,6 +13,7 @@ import hashlib
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,9 +32,10 @@ from pretrain.backbones import Backbone, build_backbone
 from pretrain.checkpoint import load_into, read_backbone_file
 from pretrain.config import RecipeConfig
 from pretrain.data import PretrainStream, hide_labels
+from pretrain.external import load_external
 from pretrain.methods import build_method
 from pretrain.trainer import BACKBONE_NAME, CHECKPOINT_NAME, Trainer
-from tasks.base import Task, TaskContext, TaskOutput
+from tasks.base import Reference, Task, TaskContext, TaskOutput
 from tasks.datasets.base import OnCorrupt, load_uint8_tensor
 from tasks.datasets.registry import DATASETS
 from tasks.datasets.synth.writer import ensure_synthetic, is_synthetic
@@ -239,6 +241,46 @@ def run_tasks(
     return files, metrics
 
 
+def reference_resolver(
+    profile: str,
+    data: DataRoot,
+    runs: Path,
+    device: torch.device,
+    seed: int,
+    backbone_name: str,
+    progress: bool,
+) -> Callable[[str], Reference]:
+    """``spec -> Reference`` for comparison tasks (memoised): an existing file is loaded as an external
+    checkpoint into ``backbone_name``; anything else is a recipe name, pretrained (or its finished run
+    reused, an interrupted one resumed) with the same profile, data root and ``seed``."""
+    cache: dict[str, Reference] = {}
+
+    def resolve(spec: str) -> Reference:
+        if spec in cache:
+            return cache[spec]
+        path = Path(spec).expanduser()
+        if path.is_file():
+            backbone = build_backbone(backbone_name)
+            report = load_external(backbone.net, path)
+            log(f"reference {spec}: {report.summary()}")
+            details: dict[str, Any] = {"checkpoint": report.as_dict()}
+        else:
+            from pretrain.recipes import resolve_recipe
+
+            recipe = resolve_recipe(spec, profile, [f"train.seed={seed}"])
+            sources = prepare_data(data, [recipe.data.dataset])
+            run_dir = run_dir_for(runs, recipe, profile, data, overall_source(sources))
+            log(f"reference {spec}: pretraining (or reusing) {run_dir}")
+            pretrain(recipe, profile, data, run_dir, device, resume=True, progress=progress)
+            backbone = load_run_backbone(run_dir, recipe.backbone.name, device)
+            details = {"recipe": spec, "run_dir": str(run_dir), "config_hash": seedless_hash(recipe)}
+        backbone = backbone.to(device).eval()
+        cache[spec] = Reference(spec, backbone, state_dict_digest(backbone.net), details)
+        return cache[spec]
+
+    return resolve
+
+
 @dataclass(frozen=True)
 class RunReport:
     run_dir: Path
@@ -283,6 +325,11 @@ def run(
         progress=progress,
         on_corrupt=on_corrupt,
         work_dir=run_dir / "tasks",
+        recipe=recipe,
+        run_dir=run_dir,
+        reference=reference_resolver(
+            profile, data, runs, device, recipe.train.seed, recipe.backbone.name, progress
+        ),
     )
     files, metrics = run_tasks(
         backbone, tasks, ctx, subject_of(recipe), sources, summary, run_dir, (recipe.data.dataset,)

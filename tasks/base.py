@@ -8,6 +8,7 @@ whenever its scores could change), ``family``, the ``datasets`` it needs, its ``
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -15,6 +16,7 @@ from typing import Any, Protocol
 import torch
 
 from pretrain.backbones import Backbone
+from pretrain.config import RecipeConfig
 from tasks.datasets.base import OnCorrupt
 
 
@@ -22,6 +24,20 @@ from tasks.datasets.base import OnCorrupt
 class Metric:
     name: str
     higher_is_better: bool = True
+
+
+@dataclass(frozen=True, eq=False)
+class Reference:
+    """A second backbone a comparison task (CKA, OPD) measures against.
+
+    ``label``: what the user named (a recipe name or a checkpoint path); ``digest``: hash of its weights
+    (feature-cache key); ``details``: provenance to record (its run directory or checkpoint sha256).
+    """
+
+    label: str
+    backbone: Backbone
+    digest: str
+    details: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -36,6 +52,10 @@ class TaskContext:
         on_corrupt: unreadable images: "raise" (fail naming the file) or "skip" (drop them, scanned up
             front; results list them in ``details.skipped_images``).
         work_dir: a directory a long task may keep resumable state in (``None``: no resume).
+        recipe: the evaluated recipe (``None`` for an external checkpoint).
+        run_dir: its run directory (``checkpoints/last.pt`` holds the full method state), or ``None``.
+        reference: resolves a recipe name or checkpoint path to a :class:`Reference` backbone (the
+            harness pretrains or reuses the recipe's run with the same profile, data and seed).
     """
 
     data_root: Path
@@ -49,6 +69,9 @@ class TaskContext:
     num_workers: int = 0
     on_corrupt: OnCorrupt = "raise"
     work_dir: Path | None = None
+    recipe: RecipeConfig | None = None
+    run_dir: Path | None = None
+    reference: Callable[[str], Reference] | None = None
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,13 @@
 """The task registry and task-group resolution.
 
 Task names are ``<family>/<dataset>``: ``linear/cifar10``, ``knn/food101``, ``linear-aug/imagenet``.
+Parametrised tasks are built from a *template* by name: ``<template>[:<argument>]`` (``cka:moco``,
+``invariance:moco_erasing``); the template says whether the argument is required and what it means.
 Groups: each family (``linear``, ``knn``, ``linear-aug``), each dataset name (``cifar10`` = the cached
-linear and kNN tasks on CIFAR-10) and ``all`` = every task except the opt-in ones (the augmented linear
-protocol trains through the backbone for 100 epochs and is only run when named).  ``--tasks`` takes a
-comma-separated list of task and group names.
+linear and kNN tasks on CIFAR-10) and ``all`` = every registered task except the opt-in ones (the
+augmented linear protocol trains through the backbone for 100 epochs and is only run when named) plus the
+templates marked ``in_all`` with their default argument.  ``--tasks`` takes a comma-separated list of task,
+group and template names.
 
 Eval resolutions (resize shorter side -> centre crop) per dataset and profile:
 
@@ -18,7 +21,10 @@ others            36 -> 32        256 -> 224
 
 from __future__ import annotations
 
-from bench.errors import UnknownNameError
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bench.errors import ConfigError, UnknownNameError
 from bench.registry import Registry
 from tasks.base import Task
 from tasks.classification import KnnTask, LinearProbeTask
@@ -59,9 +65,43 @@ def build_task_registry() -> Registry[Task]:
 TASKS = build_task_registry()
 
 
+@dataclass(frozen=True)
+class TaskTemplate:
+    """A family of parametrised tasks: ``build(argument or None) -> Task``.
+
+    ``usage`` is shown by ``bench ls tasks`` (e.g. ``cka:<recipe|checkpoint>``); ``needs_argument`` makes a
+    bare ``<name>`` an error; ``in_all`` adds ``build(None)`` to the ``all`` group.
+    """
+
+    usage: str
+    description: str
+    build: Callable[[str | None], Task]
+    needs_argument: bool = False
+    in_all: bool = False
+
+
+def build_template_registry() -> Registry[TaskTemplate]:
+    """A fresh registry of task templates, listed explicitly."""
+    reg: Registry[TaskTemplate] = Registry("task template")
+    return reg
+
+
+TEMPLATES = build_template_registry()
+
+
+def build_from_template(spec: str) -> Task:
+    """The task named by ``<template>[:<argument>]``."""
+    name, _, arg = spec.partition(":")
+    template = TEMPLATES.get(name)
+    if template.needs_argument and not arg:
+        raise ConfigError(f"task {name!r} needs an argument: {template.usage}")
+    return template.build(arg or None)
+
+
 def task_groups() -> dict[str, list[str]]:
     """Group name -> task names (see module docstring)."""
     groups: dict[str, list[str]] = {"all": []}
+    groups["all"].extend(name for name, t in TEMPLATES.items() if t.in_all)
     for name, task in TASKS.items():
         groups.setdefault(task.family, []).append(name)
         if task.family in OPT_IN_FAMILIES:
@@ -75,16 +115,17 @@ def task_groups() -> dict[str, list[str]]:
 def resolve_tasks(spec: str) -> list[Task]:
     """Tasks named by a comma-separated list of task and group names (order kept, no duplicates)."""
     groups = task_groups()
+    known = [*TASKS.names(), *groups, *TEMPLATES.names()]
     names: list[str] = []
     for part in (p.strip() for p in spec.split(",")):
         if not part:
             continue
         if part in groups:
             names.extend(groups[part])
-        elif part in TASKS:
+        elif part in TASKS or part.partition(":")[0] in TEMPLATES:
             names.append(part)
         else:
-            raise UnknownNameError("task", part, [*TASKS.names(), *groups])
+            raise UnknownNameError("task", part, known)
     if not names:
-        raise UnknownNameError("task", spec, [*TASKS.names(), *groups])
-    return [TASKS.get(n) for n in dict.fromkeys(names)]
+        raise UnknownNameError("task", spec, known)
+    return [TASKS.get(n) if n in TASKS else build_from_template(n) for n in dict.fromkeys(names)]
