@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bench.errors import DatasetError
 from bench.registry import Registry
-from tasks.datasets import cifar, imagefolder
+from tasks.datasets import cifar, food101, imagefolder
 from tasks.datasets.base import ImageDataset, OnCorrupt
 
 SYNTHETIC_SCALES = ("smoke", "tiny")
@@ -168,7 +168,24 @@ def build_dataset_registry() -> Registry[DatasetInfo]:
         synthesizer=cifar.write_synthetic_cifar100,
         verifier=cifar.verify_cifar100,
     )
-    for info in (cifar10, imagenet, cifar100):
+    food = DatasetInfo(
+        name="food101",
+        description="Food-101: 75,750 train / 25,250 test photos (max side 512 px), 101 dishes",
+        relpath=food101.FOOD101_DIR,
+        splits=food101.FOOD101_SPLITS,
+        train_split="train",
+        test_split="test",
+        num_classes=food101.FOOD101_NUM_CLASSES,
+        synthetic_classes=food101.FOOD101_SYNTH_CLASSES,
+        default_size=224,
+        default_resize=256,
+        synthetic_image_size=food101.FOOD101_SYNTH_SIZE,
+        prepare_hint=food101.FOOD101_PREPARE_HINT,
+        loader=food101.load_food101,
+        synthesizer=food101.write_synthetic_food101,
+        verifier=food101.verify_food101,
+    )
+    for info in (cifar10, imagenet, cifar100, food):
         registry.register(info.name, info)
     return registry
 
