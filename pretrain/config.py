@@ -237,7 +237,14 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Training-loop settings."""
+    """Training-loop settings.
+
+    ``sync_bn``: under DDP with more than one process, BatchNorm layers compute their batch statistics
+    over the global batch (``torch.nn.SyncBatchNorm``), as SimCLR ("global BN", arXiv 2002.05709 Sec.
+    2.2), BYOL, SimSiam and Barlow Twins train; a no-op on one process.  MoCo v2 keeps per-process BN
+    with its shuffled key batch (``method.shuffle_bn``) instead, see :meth:`MoCoV2.convert_sync_batchnorm_`.
+    torch synchronises BN only for accelerator tensors, so CPU multi-process runs need ``sync_bn: false``.
+    """
 
     epochs: int = 200
     batch_size: int = 256
@@ -247,6 +254,7 @@ class TrainConfig:
     checkpoint_every: int = 1000  # steps between full-state checkpoints (and one at the end)
     log_every: int = 10  # steps between TensorBoard scalar writes
     max_steps: int | None = None  # stop after this many steps in total (for quick runs/tests)
+    sync_bn: bool = False  # SyncBatchNorm under DDP (world size > 1); the paper profile turns it on
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,17 @@
 """The pretraining loop: autocast, channels_last, progress, TensorBoard, checkpoints, resume, export.
 
 One optimiser step per batch: ``views = policy(images)``, ``loss = method(views)``, backward, step,
-``method.on_step_end``.  The learning rate follows a linear warm-up then cosine decay computed from the
-global step (no scheduler state to restore); parameter groups the method marks ``fixed_lr`` (see
-:meth:`SSLMethod.param_groups`) keep the base lr, and a group's ``lr_scale`` (Barlow Twins' bias/BN lr,
-``optim.bias_lr_scale``) multiplies its lr at every step, so ratios between groups hold throughout the
-warm-up and the decay.  The optimiser is :func:`pretrain.optim.build_optimizer`'s (SGD, AdamW or LARS)
-over :meth:`SSLMethod.optimizer_groups`.  Every ``checkpoint_every`` steps and at the end the full
-state (model incl. momentum encoders and queues, optimiser, grad scaler, step) is written atomically
-to ``<run>/checkpoints/last.pt``; ``resume=True`` continues from it and, since data order and
-augmentation randomness are functions of (seed, step), reproduces the uninterrupted run exactly on CPU.
+``method.on_step_end``.  Under DDP with ``train.sync_bn`` the method's BatchNorm layers are converted to
+SyncBatchNorm first (:func:`apply_sync_bn`).  The optimiser is :func:`pretrain.optim.build_optimizer`'s
+(SGD, AdamW or LARS) over :meth:`SSLMethod.optimizer_groups`.  The learning rate follows a linear
+warm-up then cosine decay computed from the global step (no scheduler state to restore); parameter
+groups the method marks ``fixed_lr`` (see :meth:`SSLMethod.param_groups`) keep the base lr, and a
+group's ``lr_scale`` (Barlow Twins' bias/BN lr, ``optim.bias_lr_scale``) multiplies its lr at every
+step, so ratios between groups hold throughout the warm-up and the decay.  Every ``checkpoint_every``
+steps and at the end the full state (model incl. momentum encoders and queues, optimiser, grad scaler,
+step) is written atomically to ``<run>/checkpoints/last.pt``; ``resume=True`` continues from it and,
+since data order and augmentation randomness are functions of (seed, step), reproduces the
+uninterrupted run exactly on CPU.
 The backbone is exported to ``<run>/backbone.safetensors`` at the end.
 """
 
@@ -79,6 +81,32 @@ def lr_at(step: int, total: int, base_lr: float, warmup: int, schedule: str) -> 
     return base_lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+def sync_bn_device_ok(device: torch.device) -> bool:
+    """Whether torch's SyncBatchNorm can synchronise tensors on ``device`` (not on CPU)."""
+    return device.type != "cpu"
+
+
+def apply_sync_bn(method: SSLMethod, enabled: bool, device: torch.device) -> int:
+    """``train.sync_bn``: convert the method's BatchNorm layers to SyncBatchNorm when ``enabled`` and more
+    than one process runs (:meth:`SSLMethod.convert_sync_batchnorm_`, which MoCo v2 declines under its
+    shuffling BN); a no-op on one process.  Returns the number of converted layers.
+
+    torch's SyncBatchNorm synchronises only accelerator (CUDA, XPU, HPU, ...) tensors: as soon as a process
+    group exists its training-mode forward raises ``ValueError`` on CPU tensors (torch 2.14).  A CPU run
+    with several processes (gloo) and ``sync_bn`` therefore fails here with a :class:`ConfigError`.
+    Tested here: the conversion (with a faked world size) and the CPU refusal; the CUDA/NCCL forward and
+    backward of the converted layers are untested in this repository (no GPUs).
+    """
+    if not enabled or distributed.world_size() <= 1:
+        return 0
+    if not sync_bn_device_ok(device):
+        raise ConfigError(
+            "train.sync_bn needs accelerator devices (torch's SyncBatchNorm does not run on CPU tensors); "
+            "set train.sync_bn=false for multi-process CPU runs"
+        )
+    return method.convert_sync_batchnorm_()
+
+
 class Trainer:
     """Runs one recipe's pretraining into ``run_dir`` (see module docstring)."""
 
@@ -101,6 +129,8 @@ class Trainer:
         self.channels_last = recipe.train.channels_last
         if self.channels_last:
             self.method.to(memory_format=torch.channels_last)
+        # before the optimiser and DDP see the modules (the conversion keeps the parameter tensors)
+        self.sync_bn_layers = apply_sync_bn(self.method, recipe.train.sync_bn, device)
         world = distributed.world_size()
         global_batch = recipe.train.batch_size * world
         self.base_lr = recipe.optim.lr * global_batch / recipe.optim.lr_batch_size

@@ -88,6 +88,25 @@ class SSLMethod(nn.Module):
         """
         return [{"params": [p for p in self.parameters() if p.requires_grad]}]
 
+    def convert_sync_batchnorm_(self) -> int:
+        """Replace every BatchNorm layer of the method by ``torch.nn.SyncBatchNorm``, in place.
+
+        Batch statistics, and their gradients, then cover the global batch of all processes, as in SimCLR
+        ("global BN", arXiv 2002.05709 Sec. 2.2), BYOL, SimSiam and Barlow Twins.  Every BN layer is
+        converted: backbone, heads, and target/key copies.  The same parameter and buffer tensors move
+        into the new layers under the same names, so optimiser groups, checkpoints and the exported
+        backbone's state-dict keys are unchanged.  The trainer calls this before wrapping the method in
+        DDP (``train.sync_bn`` with more than one process).  Returns the number of converted layers.
+        Override to keep per-process BN (MoCo v2).
+        """
+        count = sum(
+            isinstance(m, nn.modules.batchnorm._BatchNorm) and not isinstance(m, nn.SyncBatchNorm)
+            for m in self.modules()
+        )
+        for name, child in list(self.named_children()):
+            self.add_module(name, nn.SyncBatchNorm.convert_sync_batchnorm(child))
+        return count
+
     def optimizer_groups(
         self, *, exclude_bias_and_norm: bool = False, bias_lr_scale: float = 1.0
     ) -> list[dict[str, Any]]:

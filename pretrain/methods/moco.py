@@ -30,7 +30,9 @@ their loss is exactly the InfoNCE above and labels never leak into them.
 
 Under DDP the key batch is shuffled across processes before the key encoder and unshuffled after
 ("shuffling BN", Sec. 3.3), and the keys of all processes are enqueued.  In a single process there is
-nothing to shuffle across.
+nothing to shuffle across.  Shuffling BN relies on per-process BN statistics, so with ``shuffle_bn`` (the
+paper's setting) ``train.sync_bn`` leaves MoCo's BN layers alone (:meth:`MoCoV2.convert_sync_batchnorm_`);
+with ``shuffle_bn`` off, ``train.sync_bn`` converts query and key encoders alike.
 """
 
 from __future__ import annotations
@@ -109,6 +111,16 @@ class MoCoV2(SSLMethod):
         self.register_buffer("queue", F.normalize(torch.randn(cfg.queue_size, cfg.dim), dim=1))
         self.register_buffer("queue_labels", torch.full((cfg.queue_size,), -1, dtype=torch.long))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+
+    def convert_sync_batchnorm_(self) -> int:
+        """MoCo v2 keeps per-process BN in both encoders and shuffles the key batch across processes
+        instead (shuffling BN, MoCo Sec. 3.3): with ``cfg.shuffle_bn`` nothing is converted (returns 0).
+        Global statistics would make the shuffle pointless, and the paper does not use them.  With
+        ``shuffle_bn`` off, every BN layer (query and key encoders) is converted as for the other methods.
+        """
+        if self.cfg.shuffle_bn:
+            return 0
+        return super().convert_sync_batchnorm_()
 
     def _key_params(self) -> list[nn.Parameter]:
         return [*self.key_backbone.parameters(), *self.key_head.parameters()]
