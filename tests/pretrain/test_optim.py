@@ -92,8 +92,8 @@ def test_lars_matches_the_update_formula_over_three_steps(momentum: float) -> No
     bufs: dict[str, np.ndarray | None] = {n: None for n, _ in model.named_parameters()}
     x = torch.randn(6, 3, 5, 5, dtype=torch.float64)
     for step, lr in enumerate([0.5, 0.3, 0.1]):  # the lr changes between steps, as under a schedule
-        for g in opt.param_groups:
-            g["lr"] = lr
+        for group in opt.param_groups:
+            group["lr"] = lr
         opt.zero_grad()
         model(x * (step + 1)).pow(2).sum().backward()
         before = {n: (p.detach().numpy().copy(), p.grad.numpy().copy()) for n, p in model.named_parameters()}  # type: ignore[union-attr]
