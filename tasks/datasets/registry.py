@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bench.errors import DatasetError
 from bench.registry import Registry
-from tasks.datasets import cifar, food101, imagefolder
+from tasks.datasets import cifar, food101, imagefolder, places365
 from tasks.datasets.base import ImageDataset, OnCorrupt
 
 SYNTHETIC_SCALES = ("smoke", "tiny")
@@ -185,7 +185,24 @@ def build_dataset_registry() -> Registry[DatasetInfo]:
         synthesizer=food101.write_synthetic_food101,
         verifier=food101.verify_food101,
     )
-    for info in (cifar10, imagenet, cifar100, food):
+    places = DatasetInfo(
+        name="places365",
+        description="Places365-Standard: 1.8M train / 36.5k val scene photos (256 px or large), 365 scenes",
+        relpath=places365.PLACES365_DIR,
+        splits=places365.PLACES365_SPLITS,
+        train_split="train",
+        test_split="val",
+        num_classes=places365.PLACES365_NUM_CLASSES,
+        synthetic_classes=places365.PLACES365_SYNTH_CLASSES,
+        default_size=224,
+        default_resize=256,
+        synthetic_image_size=places365.PLACES365_SYNTH_SIZE,
+        prepare_hint=places365.PLACES365_PREPARE_HINT,
+        loader=places365.load_places365,
+        synthesizer=places365.write_synthetic_places365,
+        verifier=places365.verify_places365,
+    )
+    for info in (cifar10, imagenet, cifar100, food, places):
         registry.register(info.name, info)
     return registry
 
