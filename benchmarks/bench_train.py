@@ -10,8 +10,8 @@ ratio ``step / model`` (target <= 1.3), from per-phase medians of interleaved re
     empty cache (synthetic data generation of every dataset included) and again with the data cached
     (target: under 5 minutes for ``--tasks all``).
 
-Run as a script: ``python benchmarks/bench_train.py [--repeats 10] [--e2e [--tasks all]]``, or with pytest-benchmark:
-``pytest benchmarks/bench_train.py --benchmark-enable``.
+Run as a script: ``python benchmarks/bench_train.py [--repeats 10] [--e2e [--tasks all]]``, or with
+pytest-benchmark: ``pytest benchmarks/bench_train.py --benchmark-enable``.
 """
 
 from __future__ import annotations

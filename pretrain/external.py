@@ -12,7 +12,8 @@ Key matching: the checkpoint's keys usually carry a prefix in front of the torch
 (MoCo v2: ``module.encoder_q.``; Lightning: ``backbone.``; DDP: ``module.``).  For every checkpoint key
 that *ends with* a backbone key, the part in front is a candidate prefix; the prefix explaining the most
 backbone keys wins (ties: the shortest, then the one met first in the file, e.g. MoCo's query encoder
-``encoder_q`` before its momentum encoder ``encoder_k``), unless ``prefix`` is given explicitly.  Under that prefix:
+``encoder_q`` before its momentum encoder ``encoder_k``), unless ``prefix`` is given explicitly.
+Under that prefix:
 
 * backbone keys found with the right shape are loaded;
 * backbone keys that are absent (``missing``) or have another shape (``mismatched``) make the load an error
