@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bench.errors import DatasetError
 from bench.registry import Registry
-from tasks.datasets import cifar, food101, imagefolder, places365
+from tasks.datasets import cifar, food101, imagefolder, inat, places365
 from tasks.datasets.base import ImageDataset, OnCorrupt
 
 SYNTHETIC_SCALES = ("smoke", "tiny")
@@ -202,7 +202,24 @@ def build_dataset_registry() -> Registry[DatasetInfo]:
         synthesizer=places365.write_synthetic_places365,
         verifier=places365.verify_places365,
     )
-    for info in (cifar10, imagenet, cifar100, food, places):
+    inat2018 = DatasetInfo(
+        name="inat2018",
+        description="iNaturalist 2018: 437,513 train / 24,426 val photos of 8,142 species, long-tailed",
+        relpath=inat.INAT2018_DIR,
+        splits=inat.INAT2018_SPLITS,
+        train_split="train",
+        test_split="val",
+        num_classes=inat.INAT2018_NUM_CLASSES,
+        synthetic_classes=inat.INAT2018_SYNTH_CLASSES,
+        default_size=224,
+        default_resize=256,
+        synthetic_image_size=inat.INAT2018_SYNTH_SIZE,
+        prepare_hint=inat.INAT2018_PREPARE_HINT,
+        loader=inat.load_inat2018,
+        synthesizer=inat.write_synthetic_inat2018,
+        verifier=inat.verify_inat2018,
+    )
+    for info in (cifar10, imagenet, cifar100, food, places, inat2018):
         registry.register(info.name, info)
     return registry
 
