@@ -11,8 +11,11 @@ from PIL import Image
 
 from bench.errors import DatasetError, UnknownNameError
 from tasks.datasets import cifar
-from tasks.datasets.cifar import CIFAR10_STYLE
+from tasks.datasets.cifar import CIFAR10_STYLE, CIFAR100_STYLE
+from tasks.datasets.food101 import FOOD101_STYLE
 from tasks.datasets.imagefolder import IMAGENET_STYLE
+from tasks.datasets.inat import INAT2018_STYLE
+from tasks.datasets.places365 import PLACES365_STYLE
 from tasks.datasets.registry import DATASETS
 from tasks.datasets.synth import shapes
 from tasks.datasets.synth.writer import MARKER, TMP_PREFIX, ensure_synthetic, is_synthetic, read_marker
@@ -31,7 +34,17 @@ def test_render_is_deterministic_and_balanced() -> None:
     assert len(np.unique(images.reshape(1030, -1), axis=0)) == 1030
 
 
-@pytest.mark.parametrize("style", [CIFAR10_STYLE, IMAGENET_STYLE], ids=["cifar10", "imagenet"])
+STYLES = {
+    "cifar10": CIFAR10_STYLE,
+    "imagenet": IMAGENET_STYLE,
+    "cifar100": CIFAR100_STYLE,
+    "food101": FOOD101_STYLE,
+    "places365": PLACES365_STYLE,
+    "inat2018": INAT2018_STYLE,
+}
+
+
+@pytest.mark.parametrize("style", list(STYLES.values()), ids=list(STYLES))
 def test_class_is_not_predictable_from_mean_colour(style: shapes.SynthStyle) -> None:
     images, labels = shapes.render(4000, 10, 32, seed=3, style=style)
     features = images.reshape(len(images), -1, 3).mean(axis=1)
@@ -133,3 +146,27 @@ def test_synthetic_imagenet_marker(synth_root: Path) -> None:
     assert (n_train, n_val) == (300, 100) and marker["image_size"] == 40
     with Image.open(next((synth_root / "imagenet" / "train" / "n90000000").iterdir())) as image:
         assert image.size == (40, 40) and image.format == "JPEG"
+
+
+def test_stand_ins_have_their_own_classes_and_styles(tmp_path: Path) -> None:
+    assert sorted(STYLES) == sorted(DATASETS.names())
+    assert len(set(STYLES.values())) == len(STYLES)  # every stand-in renders in its own style
+    identities = {}
+    for name, style in STYLES.items():
+        count = DATASETS.get(name).synthetic_classes
+        identities[name] = frozenset((style.class_offset + k) % shapes.NUM_IDENTITIES for k in range(count))
+    pairs = [(a, b) for a in identities for b in identities if a < b and identities[a] == identities[b]]
+    assert pairs == [("cifar10", "imagenet")]  # the original pair shares its 10 identities (not its style)
+    assert identities["cifar100"] == frozenset(range(100))
+    root = ensure_synthetic(tmp_path / "data", list(STYLES), "tiny")
+    classes = {}
+    for name in STYLES:
+        info = DATASETS.get(name)
+        assert 32 <= info.synthetic_image_size <= 48
+        train = info.load(root, info.train_split)
+        assert len(train.classes) == info.synthetic_classes
+        assert set(train.labels.tolist()) == set(range(info.synthetic_classes))
+        classes[name] = set(train.classes)
+    for a in classes:
+        for b in classes:
+            assert a == b or classes[a] != classes[b]
