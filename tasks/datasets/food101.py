@@ -148,16 +148,22 @@ def verify_food101(root: Path | str, check_images: bool = False) -> list[str]:
             problems.append(missing_message(_TITLE, listing, absent, len(samples)))
         misfiled = [p for p, label in samples if os.path.basename(os.path.dirname(p)) != classes[label]]
         if misfiled:
-            problems.append(f"{_TITLE}: {len(misfiled)} entries of {listing} name another class's folder")
+            problems.append(
+                f"{_TITLE}: {len(misfiled)} entries of {listing} name another class's folder, "
+                f"e.g. {misfiled[0]}"
+            )
     classes_txt = base / "meta" / "classes.txt"
-    if not classes_txt.is_file():
+    listed_classes = None
+    if classes_txt.is_file():
+        listed_classes = [line.strip() for line in classes_txt.read_text().splitlines() if line.strip()]
+    else:
         problems.append(f"{_TITLE} incomplete: no file {classes_txt}")
     for split, (_, classes) in splits.items():
         listing = base / "meta" / f"{split}.json"
         problems += class_count_problem(
             _TITLE, listing, len(classes), FOOD101_NUM_CLASSES, FOOD101_SYNTH_CLASSES
         )
-        if classes_txt.is_file() and classes_txt.read_text().split() != classes:
+        if listed_classes is not None and listed_classes != classes:
             problems.append(f"{_TITLE}: {classes_txt} does not list the sorted classes of {listing}")
     if len(splits) == 2 and splits["train"][1] != splits["test"][1]:
         only = sorted(set(splits["train"][1]) ^ set(splits["test"][1]))
