@@ -22,7 +22,7 @@ setup: $(DEPS_STAMP)
 	@$(PY) -m pip install -q --no-deps --no-build-isolation -e . >/dev/null
 
 demo: setup
-	$(VENV)/bin/bench run --recipe moco_mixup --tasks cifar10
+	$(VENV)/bin/bench run --recipe moco_mixup --tasks all
 
 lint: setup
 	$(VENV)/bin/ruff check .
