@@ -138,6 +138,14 @@ def cmd_ls(args: argparse.Namespace) -> int:
                 status.append(f"{ds}: {state}")
             task_rows.append([name, str(task.version), "; ".join(status), task.description])
         print(tabulate(task_rows, headers=["task", "version", f"data ({data.path})", "description"]))
+        from tasks.registry import TEMPLATES
+
+        template_rows = [
+            [t.usage, "required" if t.needs_argument else "optional", "yes" * t.in_all, t.description]
+            for _, t in TEMPLATES.items()
+        ]
+        print("\nparametrised tasks (<template>[:<argument>]):")
+        print(tabulate(template_rows, headers=["template", "argument", "in all", "description"]))
         groups = task_groups()
         print("\ngroups: " + "; ".join(f"{g} = {', '.join(v)}" for g, v in groups.items()))
     elif args.what == "backbones":

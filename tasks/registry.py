@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from bench.errors import ConfigError, UnknownNameError
 from bench.registry import Registry
@@ -30,6 +31,16 @@ from tasks.base import Task
 from tasks.classification import KnnTask, LinearProbeTask
 from tasks.frozen import EvalResolution
 from tasks.linear_aug import AugmentedLinearTask
+from tasks.representation.tasks import (
+    CKA_DESCRIPTION,
+    CKA_USAGE,
+    INVARIANCE_DESCRIPTION,
+    INVARIANCE_USAGE,
+    OPD_DESCRIPTION,
+    OPD_USAGE,
+    build_comparison_task,
+    build_invariance_task,
+)
 
 SMALL_IMAGES = {"smoke": EvalResolution(32, 32), "paper": EvalResolution(224, 224)}
 PHOTOS = {"smoke": EvalResolution(36, 32), "paper": EvalResolution(256, 224)}
@@ -83,6 +94,28 @@ class TaskTemplate:
 def build_template_registry() -> Registry[TaskTemplate]:
     """A fresh registry of task templates, listed explicitly."""
     reg: Registry[TaskTemplate] = Registry("task template")
+    reg.register(
+        "invariance",
+        TaskTemplate(INVARIANCE_USAGE, INVARIANCE_DESCRIPTION, build_invariance_task, in_all=True),
+    )
+    reg.register(
+        "cka",
+        TaskTemplate(
+            CKA_USAGE,
+            CKA_DESCRIPTION,
+            partial(build_comparison_task, "cka", CLASSIFICATION_DATASETS),
+            needs_argument=True,
+        ),
+    )
+    reg.register(
+        "opd",
+        TaskTemplate(
+            OPD_USAGE,
+            OPD_DESCRIPTION,
+            partial(build_comparison_task, "opd", CLASSIFICATION_DATASETS),
+            needs_argument=True,
+        ),
+    )
     return reg
 
 

@@ -139,3 +139,38 @@ def test_eval_external_checkpoint(
     assert "NOT loaded: 1 missing" in capsys.readouterr().out
     assert main([*argv[:4], "resnet5O", *argv[5:]]) == 2
     assert "did you mean 'resnet50'" in capsys.readouterr().err
+
+
+def test_eval_representation_metrics(
+    tiny_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`bench eval` runs invariance, CKA (against itself) and OPD (against another checkpoint) as tasks."""
+    import torch
+
+    from pretrain.backbones import build_backbone
+    from pretrain.checkpoint import export_backbone
+
+    paths = []
+    for seed, name in ((0, "x"), (1, "y")):
+        torch.manual_seed(seed)
+        paths.append(tmp_path / f"{name}.safetensors")
+        export_backbone(paths[-1], build_backbone("narrow_resnet18").net, {})
+    x, y = paths
+    runs = tmp_path / "runs"
+    argv = ["eval", "--checkpoint", str(x), "--backbone", "narrow_resnet18",
+            "--tasks", f"invariance,cka:{x},opd:{y}",
+            "--data-root", str(tiny_root), "--runs-dir", str(runs), "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    files = runs.glob("eval/ckpt_x/smoke-synthetic-*/results/*.json")
+    docs = {d["task"]["name"]: d for d in (json.loads(p.read_text()) for p in files)}
+    assert set(docs) == {"invariance", f"cka:{x}", f"opd:{y}"}
+    inv, cka, opd = docs["invariance"], docs[f"cka:{x}"], docs[f"opd:{y}"]
+    assert inv["primary_metric"] == "invariance" and inv["details"]["policy"] == "moco"
+    assert 0.0 < inv["metrics"]["invariance"] < 1.0 and inv["metrics"]["diversity"] > 0.0
+    assert inv["data"]["datasets"] == {"imagenet": "synthetic"}
+    assert abs(cka["metrics"]["cka"] - 1.0) < 1e-9 and abs(cka["metrics"]["cka_minibatch"] - 1.0) < 1e-9
+    assert cka["details"]["reference"]["checkpoint"]["sha256"] == cka["recipe"]["config"]["sha256"]
+    assert opd["higher_is_better"] == {"opd": False} and 0.0 < opd["metrics"]["opd"] <= 2.0
+    assert opd["details"]["reference"]["checkpoint"]["path"] == str(y)
+    assert "invariance" in (runs / "LEADERBOARD.md").read_text()
+    capsys.readouterr()
