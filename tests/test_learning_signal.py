@@ -25,7 +25,7 @@ from tasks.registry import TASKS
 
 MARGIN = 10.0  # percentage points of linear-probe top-1 on the synthetic CIFAR-10 stand-in
 BASELINE = Path(__file__).resolve().parent.parent / "ci" / "baselines" / "smoke.json"
-METHODS = ["moco", "simclr", "simsiam", "barlow"]
+METHODS = ["moco", "simclr", "byol", "simsiam", "barlow"]
 
 
 @pytest.fixture(scope="module")
