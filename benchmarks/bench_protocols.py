@@ -11,7 +11,8 @@
    once + the full 8-head sweep) vs 100 augmented epochs (extrapolated from (b)).
 2. **Peak memory of extraction** at two dataset sizes: each size runs in a fresh subprocess that streams
    lazily generated images through :func:`tasks.features.extract_features`; the child's peak RSS
-   (``ru_maxrss``) is reported.  Bounded means: the two peaks are about equal although one dataset is
+   (``ru_maxrss``) is reported after a warm-up forward pass of one batch (``before``) and after the
+   extraction (``peak``).  Bounded means: the two peaks are about equal although one dataset is
    8x the other (features go to disk batch by batch; nothing grows with N but the label array).
 
 Run: ``python benchmarks/bench_protocols.py`` (or ``pytest benchmarks/bench_protocols.py
@@ -129,10 +130,22 @@ def _child(n: int, cache: str) -> None:
     from tasks.features import extract_features
 
     model = AsBackbone(make_model()).eval()
+    with torch.inference_mode():  # warm up: allocator pools and kernels, as a first batch would
+        model(torch.rand(256, 3, SIZE, SIZE))
+    before_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
     extract_features(model, LazyImages(n), cache_dir=Path(cache), key=f"n{n}", progress=False)
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"n": n, "peak_mib": peak_kib / 1024, "seconds": time.perf_counter() - t0}))
+    print(
+        json.dumps(
+            {
+                "n": n,
+                "before_mib": before_kib / 1024,
+                "peak_mib": peak_kib / 1024,
+                "seconds": time.perf_counter() - t0,
+            }
+        )
+    )
 
 
 def measure_memory(sizes: tuple[int, ...] = (5000, 40000)) -> dict[str, float]:
@@ -143,6 +156,7 @@ def measure_memory(sizes: tuple[int, ...] = (5000, 40000)) -> dict[str, float]:
                 [sys.executable, __file__, "--child", str(n), tmp], capture_output=True, text=True, check=True
             )
             r = json.loads(proc.stdout.strip().splitlines()[-1])
+            out[f"before_mib_{n}"] = r["before_mib"]
             out[f"peak_mib_{n}"] = r["peak_mib"]
             out[f"seconds_{n}"] = r["seconds"]
     return out
