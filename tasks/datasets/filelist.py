@@ -6,14 +6,17 @@ every listed file up front with :func:`missing_files`, which lists each distinct
 (``os.scandir``) instead of calling ``stat`` per image: O(N) in the number of images and one system call
 per directory (Places365-Standard: 1.8M images in ~430 directories).
 
-Also here: the problem messages shared by the verifiers and a JPEG writer for the synthetic stand-ins.
+Also here: a JSON index reader, the problem messages shared by the verifiers and a JPEG writer for the
+synthetic stand-ins.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -28,6 +31,18 @@ EXAMPLES = 3
 
 def _examples(paths: Sequence[str]) -> str:
     return ", ".join(paths[:EXAMPLES]) + (", ..." if len(paths) > EXAMPLES else "")
+
+
+def read_json(path: Path, title: str, hint: str) -> Any:
+    """The parsed JSON index file ``path``; a missing or unreadable file is a :class:`DatasetError`
+    naming ``title`` and the file (plus ``hint`` on how to prepare the dataset when it is missing)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise DatasetError(f"{title} incomplete: no file {path}; {hint}") from None
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"{title}: cannot read {path}: {exc}") from None
 
 
 def missing_files(paths: Sequence[str]) -> list[str]:

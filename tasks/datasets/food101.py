@@ -24,7 +24,6 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -36,6 +35,7 @@ from tasks.datasets.filelist import (
     listed_dataset,
     missing_files,
     missing_message,
+    read_json,
     write_jpegs,
 )
 from tasks.datasets.synth import shapes
@@ -72,16 +72,6 @@ FOOD101_STYLE = shapes.SynthStyle(
 _TITLE = "Food-101"
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise DatasetError(f"{_TITLE} incomplete: no file {path}; {FOOD101_PREPARE_HINT}") from None
-    except (OSError, ValueError) as exc:
-        raise DatasetError(f"{_TITLE}: cannot read {path}: {exc}") from None
-
-
 def read_split(root: Path | str, split: str) -> tuple[list[Sample], list[str]]:
     """``(samples, classes)`` of ``split`` as torchvision reads them (see the module docstring)."""
     if split not in FOOD101_SPLITS:
@@ -91,7 +81,7 @@ def read_split(root: Path | str, split: str) -> tuple[list[Sample], list[str]]:
     if not images.is_dir():
         raise DatasetError(f"{_TITLE} incomplete: no directory {images}; {FOOD101_PREPARE_HINT}")
     listing = base / "meta" / f"{split}.json"
-    metadata = _read_json(listing)
+    metadata = read_json(listing, _TITLE, FOOD101_PREPARE_HINT)
     if not isinstance(metadata, dict) or not all(
         isinstance(entries, list) and all(isinstance(e, str) for e in entries)
         for entries in metadata.values()

@@ -30,7 +30,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -42,6 +42,7 @@ from tasks.datasets.filelist import (
     listed_dataset,
     missing_files,
     missing_message,
+    read_json,
     write_jpegs,
 )
 from tasks.datasets.synth import shapes
@@ -93,16 +94,6 @@ def split_file(root: Path | str, split: str) -> Path:
     return Path(root) / INAT2018_DIR / f"{split}2018.json"
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise DatasetError(f"{_TITLE} incomplete: no file {path}; {INAT2018_PREPARE_HINT}") from None
-    except (OSError, ValueError) as exc:
-        raise DatasetError(f"{_TITLE}: cannot read {path}: {exc}") from None
-
-
 def read_split(root: Path | str, split: str) -> tuple[list[Sample], list[str]]:
     """``(samples, classes)`` of ``split`` (see the module docstring for the label mapping)."""
     if split not in INAT2018_SPLITS:
@@ -113,7 +104,7 @@ def read_split(root: Path | str, split: str) -> tuple[list[Sample], list[str]]:
             f"{_TITLE} incomplete: no directory {base / INAT2018_IMAGES}; {INAT2018_PREPARE_HINT}"
         )
     listing = split_file(root, split)
-    data = _read_json(listing)
+    data = read_json(listing, _TITLE, INAT2018_PREPARE_HINT)
     try:
         names = {c["id"]: str(c["name"]) for c in data["categories"]}
         category_of = {a["image_id"]: a["category_id"] for a in data["annotations"]}
