@@ -17,6 +17,7 @@ So ``linear/<ds>`` and ``knn/<ds>`` (and the representation metrics) extract eac
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -27,7 +28,7 @@ import numpy as np
 
 from pretrain.backbones import Backbone
 from tasks.base import TaskContext
-from tasks.datasets.base import ArrayImageDataset, FolderImageDataset, ImageDataset
+from tasks.datasets.base import ArrayImageDataset, FolderImageDataset, ImageDataset, OnCorrupt
 from tasks.datasets.registry import DATASETS
 from tasks.datasets.synth.writer import read_marker
 from tasks.features import FeatureSet, extract_features, feature_key
@@ -71,10 +72,43 @@ def split_fingerprint(dataset: ImageDataset, root: Path, name: str) -> str:
     return h.hexdigest()[:16]
 
 
+@functools.lru_cache(maxsize=4)
+def _load(
+    dataset: str, root: Path, split: str, size: int, resize: int, on_corrupt: OnCorrupt, stamp: int
+) -> ImageDataset:
+    del stamp  # part of the cache key only
+    return DATASETS.get(dataset).load(root, split, size=size, resize=resize, on_corrupt=on_corrupt)
+
+
 def load_split(dataset: str, split: str, res: EvalResolution, ctx: TaskContext) -> ImageDataset:
-    """``split`` of ``dataset`` under ``ctx.data_root`` with the eval transform ``res``."""
-    info = DATASETS.get(dataset)
-    return info.load(ctx.data_root, split, size=res.size, resize=res.resize, on_corrupt=ctx.on_corrupt)
+    """``split`` of ``dataset`` under ``ctx.data_root`` with the eval transform ``res``.
+
+    The last few loads are memoised per process (keyed by the arguments and the modification time of the
+    dataset's directory, which a regenerated stand-in changes), so ``linear/<ds>`` and ``knn/<ds>`` scan a
+    split's file list -- or, with ``on_corrupt="skip"``, decode every image of it -- once, not once each.
+    """
+    folder = DATASETS.get(dataset).path(ctx.data_root)
+    stamp = folder.stat().st_mtime_ns if folder.is_dir() else 0
+    return _load(dataset, Path(ctx.data_root), split, res.size, res.resize, ctx.on_corrupt, stamp)
+
+
+def split_feature_set(
+    backbone: Backbone, dataset: str, split: str, res: EvalResolution, ctx: TaskContext
+) -> tuple[FeatureSet, ImageDataset]:
+    """Frozen features of one split (cached; see module docstring) and the split they were computed on."""
+    ds = load_split(dataset, split, res, ctx)
+    fingerprint = split_fingerprint(ds, ctx.data_root, dataset)
+    key = feature_key(ctx.weights_digest, f"{dataset}@{ctx.data_root}#{fingerprint}", split, res.transform)
+    features = extract_features(
+        backbone,
+        ds,
+        cache_dir=ctx.cache_dir / "features",
+        key=key,
+        device=ctx.device,
+        num_workers=ctx.num_workers,
+        progress=ctx.progress,
+    )
+    return features, ds
 
 
 def split_features(
@@ -86,20 +120,7 @@ def split_features(
     skipped: dict[str, list[str]] = {}
     num_classes = 0
     for split in (train_split, test_split):
-        ds = load_split(dataset, split, res, ctx)
-        fingerprint = split_fingerprint(ds, ctx.data_root, dataset)
-        key = feature_key(
-            ctx.weights_digest, f"{dataset}@{ctx.data_root}#{fingerprint}", split, res.transform
-        )
-        feats[split] = extract_features(
-            backbone,
-            ds,
-            cache_dir=ctx.cache_dir / "features",
-            key=key,
-            device=ctx.device,
-            num_workers=ctx.num_workers,
-            progress=ctx.progress,
-        )
+        feats[split], ds = split_feature_set(backbone, dataset, split, res, ctx)
         skipped[split] = list(getattr(ds, "skipped", ()))
         num_classes = len(ds.classes)
     return SplitFeatures(

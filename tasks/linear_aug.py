@@ -47,7 +47,7 @@ from pretrain.checkpoint import load_state, save_state
 from tasks.base import Metric, TaskContext, TaskOutput
 from tasks.datasets.registry import DATASETS
 from tasks.features import resolve_precision
-from tasks.frozen import EvalResolution, load_split, split_features
+from tasks.frozen import EvalResolution, load_split, split_feature_set
 from tasks.linear import topk_accuracy
 
 
@@ -116,17 +116,16 @@ class AugmentedLinearTask:
         t0 = time.perf_counter()
         source = EvalResolution(res.resize, res.resize)
         train = load_split(self.dataset, info.train_split, source, ctx)
-        # test: the cached eval-transform features (shared with linear/ and knn/)
-        feats = split_features(backbone, self.dataset, info.train_split, info.test_split, res, ctx)
+        # test: the cached eval-transform features (shared with linear/ and knn/); train: images only
+        test, test_ds = split_feature_set(backbone, self.dataset, info.test_split, res, ctx)
+        num_classes = len(train.classes)
         ckpt = None
         if ctx.work_dir is not None:
             key = json.dumps([asdict(cfg), asdict(res), ctx.weights_digest, self.dataset, str(ctx.data_root)])
             ckpt = ctx.work_dir / f"linear-aug-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
-        head, epochs_run = _train_head(
-            backbone, train, feats.num_classes, feats.train.dim, cfg, res, ctx, ckpt
-        )
+        head, epochs_run = _train_head(backbone, train, num_classes, test.dim, cfg, res, ctx, ckpt)
         with torch.no_grad():  # streamed: the test features stay memory-mapped
-            rows = feats.test.features
+            rows = test.features
             logits = torch.cat(
                 [
                     head(
@@ -135,17 +134,20 @@ class AugmentedLinearTask:
                     for i in range(0, len(rows), 8192)
                 ]
             )
-        acc = topk_accuracy(logits, feats.test.labels)
+        acc = topk_accuracy(logits, test.labels)
         return TaskOutput(
             metrics={"top1": acc[1], "top5": acc[5]},
             details={
                 "epochs": cfg.epochs,
                 "epochs_run_this_call": epochs_run,
                 "n_train": len(train),
-                "n_test": len(feats.test),
-                "num_classes": feats.num_classes,
+                "n_test": len(test),
+                "num_classes": num_classes,
                 "seconds": time.perf_counter() - t0,
-                "skipped_images": {s: len(p) for s, p in feats.skipped.items()},
+                "skipped_images": {
+                    info.train_split: len(getattr(train, "skipped", ())),
+                    info.test_split: len(getattr(test_ds, "skipped", ())),
+                },
             },
         )
 

@@ -24,7 +24,7 @@ bounds and a small study: ``docs/representation.md``.
 ``cka:<recipe|checkpoint>[@<dataset>]`` / ``opd:<recipe|checkpoint>[@<dataset>]`` (:class:`ComparisonTask`)
     The evaluated backbone against a reference backbone (``TaskContext.reference``: a recipe pretrained or
     reused with the same profile, data and seed, or a checkpoint file) on the same images: the cached
-    frozen features (:func:`tasks.frozen.split_features`, shared with ``linear/`` and ``knn/``) of the test
+    frozen features (:func:`tasks.frozen.split_feature_set`, shared with ``linear/`` and ``knn/``) of the test
     split of ``dataset`` (default ``imagenet``: its ``val`` split) with that dataset's eval transform.
 
     * ``cka``: metrics ``cka`` (exact full-data linear CKA, streamed from the fp16 feature memmaps with
@@ -61,7 +61,7 @@ from pretrain.config import RecipeConfig
 from tasks.base import Metric, TaskContext, TaskOutput
 from tasks.datasets.registry import DATASETS
 from tasks.features import FeatureSet
-from tasks.frozen import EvalResolution, split_features
+from tasks.frozen import EvalResolution, split_feature_set
 from tasks.representation.cka import minibatch_linear_cka, streaming_linear_cka
 from tasks.representation.opd import streaming_procrustes_distance
 from tasks.representation.views import VIEW, load_projector, measure_invariance, stages_on_view
@@ -349,9 +349,9 @@ class ComparisonTask:
         return proto
 
     def _test_features(self, backbone: Backbone, ctx: TaskContext) -> FeatureSet:
-        # train split = test split: only the test split is extracted, under the same cache key as linear/knn
+        # only the test split, under the same cache key as linear/knn
         res = self.resolutions[ctx.profile]
-        return split_features(backbone, self.dataset, self.split, self.split, res, ctx).test
+        return split_feature_set(backbone, self.dataset, self.split, res, ctx)[0]
 
     def run(self, backbone: Backbone, ctx: TaskContext) -> TaskOutput:
         t0 = time.perf_counter()
