@@ -30,6 +30,39 @@ def _isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     monkeypatch.delenv("BENCH_RUNS", raising=False)
 
 
+@pytest.fixture(scope="session")
+def smoke_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data root with the smoke-scale stand-ins of ImageNet (pretraining) and CIFAR-10, shared by the
+    slow tests; tests needing more datasets add them with ``bench data synth --root`` (cached per name)."""
+    from bench.cli import main
+
+    root = tmp_path_factory.mktemp("smoke-data")
+    assert main(["data", "synth", "--root", str(root), "--datasets", "imagenet,cifar10"]) == 0
+    return root
+
+
+@pytest.fixture(scope="session")
+def smoke_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The runs directory shared by the slow tests (one pretraining per recipe for the whole session)."""
+    return tmp_path_factory.mktemp("smoke-runs")
+
+
+@pytest.fixture(scope="session")
+def moco_smoke_run(smoke_root: Path, smoke_runs: Path) -> Path:
+    """The run directory of one smoke-profile MoCo v2 pretraining (seed 0) with its linear/cifar10 result.
+
+    Pretrained once per session and shared by every slow test that needs a trained backbone (learning
+    signal, dense transfer tasks, the CI gate); later ``bench run --recipe moco`` calls with the same
+    data root and runs directory reuse it.
+    """
+    from bench.cli import main
+
+    argv = ["run", "--recipe", "moco", "--tasks", "linear/cifar10", "--no-progress"]
+    assert main([*argv, "--data-root", str(smoke_root), "--runs-dir", str(smoke_runs)]) == 0
+    (run_dir,) = (smoke_runs / "moco").glob("smoke-synthetic-s0-*")
+    return run_dir
+
+
 def make_result(
     root: Path,
     recipe: str,

@@ -29,11 +29,13 @@ METHODS = ["moco", "simclr", "byol", "simsiam", "barlow"]
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, float]:
-    """(data root, runs dir, random-init top-1) shared by the methods."""
+def smoke(
+    smoke_root: Path, smoke_runs: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, Path, float]:
+    """(data root, runs dir, random-init top-1) shared by the methods (and, through the session fixtures,
+    with every other slow test: MoCo is pretrained once per session)."""
     tmp = tmp_path_factory.mktemp("smoke")
-    root, runs = tmp / "data", tmp / "runs"
-    assert main(["data", "synth", "--root", str(root), "--datasets", "imagenet,cifar10"]) == 0
+    root, runs = smoke_root, smoke_runs
     torch.manual_seed(0)
     random_init = build_backbone(resolve_recipe("moco", "smoke").backbone.name).eval()
     ctx = TaskContext(root, False, "smoke", torch.device("cpu"), tmp, 0, state_dict_digest(random_init.net))
@@ -42,8 +44,12 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, float]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe", METHODS)
-def test_method_beats_random_init(recipe: str, smoke: tuple[Path, Path, float]) -> None:
+def test_method_beats_random_init(
+    recipe: str, smoke: tuple[Path, Path, float], request: pytest.FixtureRequest
+) -> None:
     root, runs, base = smoke
+    if recipe == "moco":
+        request.getfixturevalue("moco_smoke_run")  # the session's shared MoCo run
     argv = [
         "run",
         "--recipe",

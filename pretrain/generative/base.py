@@ -127,7 +127,9 @@ class VariantGenerator(Protocol):
         scheduler, dtype, anything that changes the pixels)."""
         ...
 
-    def generate(self, sources: Sequence[SourceImage], seeds: Sequence[Sequence[int]]) -> list[list[Image.Image]]:
+    def generate(
+        self, sources: Sequence[SourceImage], seeds: Sequence[Sequence[int]]
+    ) -> list[list[Image.Image]]:
         """``len(seeds[i])`` RGB variants of each ``sources[i]``, each ``size`` x ``size``."""
         ...
 

@@ -25,7 +25,7 @@ def _sd_variations(model_dir: Path | None, settings: GeneratorSettings) -> Varia
 
 
 def _icgan(model_dir: Path | None, settings: GeneratorSettings) -> VariantGenerator:
-    from pretrain.generative.icgan_generator import build_icgan
+    from pretrain.generative.icgan import build_icgan
 
     return build_icgan(model_dir, settings)
 
