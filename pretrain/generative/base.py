@@ -88,7 +88,7 @@ class GeneratorSettings:
             raise ValueError("per_image, steps and batch_size must be >= 1 and size >= 8")
         if not 0.0 <= self.keep <= 1.0:
             raise ValueError(f"keep must be in [0, 1], got {self.keep}")
-        if not 0.0 < self.truncation:
+        if self.truncation <= 0.0:
             raise ValueError(f"truncation must be positive, got {self.truncation}")
         if self.noise_level < 0:
             raise ValueError(f"noise_level must be >= 0, got {self.noise_level}")
