@@ -27,13 +27,16 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
 from PIL import Image
 
 from bench.errors import BenchError
 from bench.paths import cache_dir
+
+if TYPE_CHECKING:
+    from pretrain.generative.sources import SourceSet
 
 #: File suffixes that hold weights (hashed into a model folder's digest).
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".tar", ".npz")
@@ -134,6 +137,14 @@ class VariantGenerator(Protocol):
         ...
 
 
+@runtime_checkable
+class SplitAwareGenerator(Protocol):
+    """A generator that needs the whole source split before generating (the synthetic oracle replays how
+    the stand-in was rendered); the driver calls ``bind`` once, before the first ``generate``."""
+
+    def bind(self, sources: SourceSet) -> None: ...
+
+
 @dataclass(frozen=True)
 class GeneratorSpec:
     """A registered generator.
@@ -144,6 +155,7 @@ class GeneratorSpec:
         model_files: what a model folder must contain (shown when it does not).
         build: ``(model_dir or None, settings) -> VariantGenerator``.
         oracle: the generator is the synthetic-data oracle (labelled as such in every result).
+        default_size: output side when ``--size`` is not given (0: the source images' own size).
     """
 
     description: str
@@ -151,6 +163,7 @@ class GeneratorSpec:
     model_files: str
     build: Callable[[Path | None, GeneratorSettings], VariantGenerator]
     oracle: bool = False
+    default_size: int = 224
 
 
 def variant_seed(seed: int, relpath: str, k: int) -> int:

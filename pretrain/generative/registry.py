@@ -64,6 +64,7 @@ def build_generator_registry() -> Registry[GeneratorSpec]:
             needs_model=True,
             model_files="the released IC-GAN generator checkpoint and a SwAV ResNet-50 state dict",
             build=_icgan,
+            default_size=256,
         ),
     )
     reg.register(
@@ -74,6 +75,7 @@ def build_generator_registry() -> Registry[GeneratorSpec]:
             model_files="none (synthetic data only)",
             build=_oracle,
             oracle=True,
+            default_size=0,
         ),
     )
     return reg

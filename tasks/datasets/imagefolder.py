@@ -182,20 +182,28 @@ def write_image_folder(
     return out
 
 
+def imagenet_render_args(seed: int, scale: str, split: str) -> tuple[int, int, int, int, shapes.SynthStyle]:
+    """``(count, classes, size, render seed, style)``: the :func:`shapes.render` call behind the stand-in's
+    ``split`` (what :func:`write_synthetic_imagenet` renders; the generative oracle replays it)."""
+    if scale not in IMAGENET_SYNTH_COUNTS:
+        raise DatasetError(f"unknown synthetic scale {scale!r}; choose from {sorted(IMAGENET_SYNTH_COUNTS)}")
+    count = IMAGENET_SYNTH_COUNTS[scale][IMAGENET_SPLITS.index(split)]
+    render_seed = shapes.derive_seed(seed, f"imagenet/{split}")
+    return count, IMAGENET_SYNTH_CLASSES, IMAGENET_SYNTH_SIZE, render_seed, IMAGENET_STYLE
+
+
+def loader_order(labels: np.ndarray) -> np.ndarray:
+    """Render index of each sample in ImageFolder order for images written by :func:`write_image_folder`
+    with class names that sort like their labels: class by class, each in render order."""
+    return np.argsort(np.asarray(labels), kind="stable")
+
+
 def write_synthetic_imagenet(root: Path | str, seed: int, scale: str) -> None:
     """Render the ImageNet stand-in (:data:`IMAGENET_STYLE`, 40 px JPEGs at quality 95, synthetic wnids) into
     ``<root>/imagenet/{train,val}``; ``scale`` is a key of :data:`IMAGENET_SYNTH_COUNTS`."""
-    if scale not in IMAGENET_SYNTH_COUNTS:
-        raise DatasetError(f"unknown synthetic scale {scale!r}; choose from {sorted(IMAGENET_SYNTH_COUNTS)}")
     wnids = synthetic_wnids(IMAGENET_SYNTH_CLASSES)
-    for split, count in zip(IMAGENET_SPLITS, IMAGENET_SYNTH_COUNTS[scale], strict=True):
+    for split in IMAGENET_SPLITS:
+        count, classes, size, render_seed, style = imagenet_render_args(seed, scale, split)
         progress = count >= 2000
-        images, labels = shapes.render(
-            count,
-            IMAGENET_SYNTH_CLASSES,
-            IMAGENET_SYNTH_SIZE,
-            shapes.derive_seed(seed, f"imagenet/{split}"),
-            IMAGENET_STYLE,
-            progress=progress,
-        )
+        images, labels = shapes.render(count, classes, size, render_seed, style, progress=progress)
         write_image_folder(Path(root) / IMAGENET_DIR / split, images, labels, wnids, progress=progress)

@@ -243,23 +243,94 @@ def _fill_pattern(fill: str, u: Array, v: Array, px_per_unit: Array) -> Array:
     return _coverage((_len(du, dv) - 0.14) * px_per_unit, 1.0)
 
 
-def _value_noise(rng: np.random.Generator, n: int, size: int, cells: int) -> Array:
-    """Smooth noise ``[n, size, size, 3]`` (std ~1): bilinear interpolation of a random control grid."""
-    grid = rng.standard_normal((n, 3, cells + 1, cells + 1), dtype=np.float32)
+def _value_noise(grid: Array, size: int) -> Array:
+    """Smooth noise ``[n, size, size, 3]`` (std ~1): bilinear interpolation of the control ``grid``
+    ``[n, 3, cells + 1, cells + 1]`` (standard normal draws)."""
+    cells = grid.shape[-1] - 1
     pos = (np.arange(size, dtype=np.float32) + 0.5) / size * cells
     weights = np.clip(1 - np.abs(pos[:, None] - np.arange(cells + 1, dtype=np.float32)[None, :]), 0, 1)
     return np.einsum("sa,ncab,tb->nstc", weights, grid, weights, optimize=True) * 1.5
 
 
-def _render_chunk(labels: Array, size: int, style: SynthStyle, rng: np.random.Generator) -> Array:
+@dataclass(frozen=True)
+class SceneParams:
+    """Every random draw behind a chunk of rendered images (index 0 = image), in draw order.
+
+    :func:`sample_params` draws them from the generator exactly as rendering does and :func:`draw` turns
+    them into pixels, so ``draw(sample_params(labels, ...))`` is the rendering of ``labels`` and a consumer
+    (the generative-augmentation oracle) can recover, edit and redraw an image's attributes.  Shapes
+    (``n`` images, ``S`` = size, ``D`` = style.distractors, ``c`` = style.texture_cells):
+
+    * background: ``bg_a``, ``bg_b`` [n, 3] (end colours of the gradient; equal when flat), ``phi`` [n]
+      (gradient direction), ``texture`` [n, 3, c+1, c+1] or None (value-noise control grid);
+    * clutter: ``clutter_count`` [n] and, per slot ``j < D``, arrays over the images with more than ``j``
+      marks: ``clutter[j] = (cx, cy, radius_frac, angle, is_dot, colour)``;
+    * the object: ``labels`` [n], ``fg``, ``fg2`` [n, 3] (colours), ``cx``, ``cy`` [n] (centre, px),
+      ``radius_frac`` [n] (radius / S), ``theta`` [n] (radians), ``stretch`` [n] (aspect factor);
+    * ``noise`` [n, S, S, 3] float32 uniform in [0, 1) or None (per-pixel noise).
+    """
+
+    labels: Array
+    bg_a: Array
+    bg_b: Array
+    phi: Array
+    texture: Array | None
+    clutter_count: Array
+    clutter: tuple[tuple[Array, Array, Array, Array, Array, Array], ...]
+    fg: Array
+    fg2: Array
+    cx: Array
+    cy: Array
+    radius_frac: Array
+    theta: Array
+    stretch: Array
+    noise: Array | None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def sample_params(labels: Array, size: int, style: SynthStyle, rng: np.random.Generator) -> SceneParams:
+    """Draw the parameters of ``len(labels)`` images from ``rng`` (see :class:`SceneParams`)."""
     n = len(labels)
     f32 = np.float32
-    pix = np.arange(size, dtype=f32) + 0.5
-    # Background: flat or gradient, plus smooth texture.
     bg_a = _hsv_colours(rng, n, style)
     bg_b = np.clip(bg_a + rng.uniform(-1, 1, (n, 3)).astype(f32) * style.gradient_strength, 0, 1)
     bg_b = np.where((rng.random(n) < style.gradient_prob)[:, None], bg_b, bg_a)
     phi = rng.uniform(0, 2 * np.pi, n).astype(f32)
+    texture = None
+    if style.texture_amplitude > 0:
+        cells = style.texture_cells
+        texture = rng.standard_normal((n, 3, cells + 1, cells + 1), dtype=np.float32)
+    count = rng.integers(0, style.distractors + 1, n)
+    clutter = []
+    for slot in range(style.distractors):
+        m = int((count > slot).sum())
+        cx, cy = rng.random((2, m), dtype=f32)
+        rad = rng.uniform(*style.distractor_scale, m).astype(f32)
+        ang = rng.uniform(0, np.pi, m).astype(f32)
+        is_dot = rng.random(m) < 0.5
+        clutter.append((cx, cy, rad, ang, is_dot, _hsv_colours(rng, m, style)))
+    fg = _contrasting(rng, (bg_a + bg_b) / 2, style)
+    fg2 = _contrasting(rng, fg, style)
+    cx, cy = (size / 2 + rng.uniform(-1, 1, (2, n)) * style.position_jitter * size).astype(f32)
+    radius_frac = rng.uniform(*style.scale_range, n)
+    theta = np.deg2rad(rng.uniform(-style.rotation, style.rotation, n)).astype(f32)
+    stretch = np.exp(rng.uniform(-style.aspect_jitter, style.aspect_jitter, n)).astype(f32)
+    noise = rng.random((n, size, size, 3), dtype=f32) if style.pixel_noise > 0 else None
+    return SceneParams(
+        np.asarray(labels), bg_a, bg_b, phi, texture, count, tuple(clutter),
+        fg, fg2, cx, cy, radius_frac, theta, stretch, noise,
+    )  # fmt: skip
+
+
+def draw(params: SceneParams, size: int, style: SynthStyle) -> Array:
+    """The uint8 images ``[n, size, size, 3]`` of ``params`` (deterministic; no random draws)."""
+    n = len(params)
+    f32 = np.float32
+    pix = np.arange(size, dtype=f32) + 0.5
+    # Background: flat or gradient, plus smooth texture.
+    bg_a, bg_b, phi = params.bg_a, params.bg_b, params.phi
     ramp = (
         0.5
         + (
@@ -269,37 +340,32 @@ def _render_chunk(labels: Array, size: int, style: SynthStyle, rng: np.random.Ge
         / size
     )
     img = bg_a[:, None, None, :] + (bg_b - bg_a)[:, None, None, :] * ramp[..., None]
-    if style.texture_amplitude > 0:
-        img += style.texture_amplitude * _value_noise(rng, n, size, style.texture_cells)
+    if params.texture is not None:
+        img += style.texture_amplitude * _value_noise(params.texture, size)
     # Clutter marks under the shape: small dots or short strokes.
-    count = rng.integers(0, style.distractors + 1, n)
-    for slot in range(style.distractors):
-        idx = np.flatnonzero(count > slot)
-        m = idx.size
-        cx, cy = (rng.random((2, m), dtype=f32) * size)[:, :, None, None]
-        rad = (rng.uniform(*style.distractor_scale, m).astype(f32) * size)[:, None, None]
-        ang = rng.uniform(0, np.pi, m).astype(f32)[:, None, None]
+    for slot, (fx, fy, frad, ang, is_dot, colour) in enumerate(params.clutter):
+        idx = np.flatnonzero(params.clutter_count > slot)
+        cx, cy = (fx * size)[:, None, None], (fy * size)[:, None, None]
+        rad = (frad * size)[:, None, None]
+        ang = ang[:, None, None]
         dx, dy = pix[None, None, :] - cx, pix[None, :, None] - cy
         dot = _len(dx, dy) - rad
         along, across = dx * np.cos(ang) + dy * np.sin(ang), dy * np.cos(ang) - dx * np.sin(ang)
         stroke = _segment(along / rad, across / rad, (-1.2, 0.0), (1.2, 0.0)) * rad - 0.3 * rad
-        dist = np.where((rng.random(m) < 0.5)[:, None, None], dot, stroke)
+        dist = np.where(is_dot[:, None, None], dot, stroke)
         alpha = _coverage(dist, style.edge_softness)[..., None]
-        img[idx] += (_hsv_colours(rng, m, style)[:, None, None, :] - img[idx]) * alpha
+        img[idx] += (colour[:, None, None, :] - img[idx]) * alpha
     # The shape.
-    fg = _contrasting(rng, (bg_a + bg_b) / 2, style)
-    fg2 = _contrasting(rng, fg, style)
-    cx, cy = (size / 2 + rng.uniform(-1, 1, (2, n)) * style.position_jitter * size).astype(f32)
-    radius = (rng.uniform(*style.scale_range, n) * size).astype(f32)
-    theta = np.deg2rad(rng.uniform(-style.rotation, style.rotation, n)).astype(f32)
-    stretch = np.exp(rng.uniform(-style.aspect_jitter, style.aspect_jitter, n)).astype(f32)
+    fg, fg2, cx, cy = params.fg, params.fg2, params.cx, params.cy
+    radius = (params.radius_frac * size).astype(f32)
+    theta, stretch = params.theta, params.stretch
     dx = pix[None, None, :] - cx[:, None, None]
     dy = pix[None, :, None] - cy[:, None, None]
     cos, sin = np.cos(theta)[:, None, None], np.sin(theta)[:, None, None]
     u = (cos * dx + sin * dy) / (radius * stretch)[:, None, None]
     v = (cos * dy - sin * dx) * (stretch / radius)[:, None, None]
     px_per_unit = (radius / np.maximum(stretch, 1 / stretch))[:, None, None]
-    identities = (labels + style.class_offset) % NUM_IDENTITIES
+    identities = (params.labels + style.class_offset) % NUM_IDENTITIES
     alpha = np.empty((n, size, size), f32)
     pattern: Array | None = None  # weight of the second colour, only if some image has a patterned fill
     for ident in np.unique(identities):
@@ -317,9 +383,73 @@ def _render_chunk(labels: Array, size: int, style: SynthStyle, rng: np.random.Ge
     if pattern is not None:
         colour = colour + (fg2 - fg)[:, None, None, :] * pattern[..., None]
     img += (colour - img) * alpha[..., None]
-    if style.pixel_noise > 0:  # uniform noise with std pixel_noise
-        img += (rng.random(img.shape, dtype=f32) - 0.5) * f32(style.pixel_noise * np.sqrt(12))
+    if params.noise is not None:  # uniform noise with std pixel_noise
+        img += (params.noise - 0.5) * f32(style.pixel_noise * np.sqrt(12))
     return np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
+
+
+def _render_chunk(labels: Array, size: int, style: SynthStyle, rng: np.random.Generator) -> Array:
+    return draw(sample_params(labels, size, style, rng), size, style)
+
+
+def concat_params(parts: list[SceneParams]) -> SceneParams:
+    """One :class:`SceneParams` holding the images of ``parts`` in order (all drawn with one style)."""
+    values: dict[str, object] = {}
+    for field in dataclasses.fields(SceneParams):
+        items = [getattr(p, field.name) for p in parts]
+        if field.name == "clutter":  # per slot, entries of the images with more marks, in image order
+            values[field.name] = tuple(
+                tuple(np.concatenate([c[slot][i] for c in items]) for i in range(6))
+                for slot in range(len(items[0]))
+            )
+        else:
+            values[field.name] = None if items[0] is None else np.concatenate(items)
+    return SceneParams(**values)  # type: ignore[arg-type]
+
+
+def select_params(params: SceneParams, index: int) -> SceneParams:
+    """The parameters of image ``index`` of ``params`` alone (a one-image :class:`SceneParams`)."""
+    values: dict[str, object] = {}
+    for field in dataclasses.fields(SceneParams):
+        value = getattr(params, field.name)
+        if field.name == "clutter":
+            slots = []
+            for slot, arrays in enumerate(value):
+                # entry j of a slot belongs to the j-th image (in order) with more than `slot` marks
+                position = int((params.clutter_count[:index] > slot).sum())
+                take = slice(position, position + int(params.clutter_count[index] > slot))
+                slots.append(tuple(a[take] for a in arrays))
+            values[field.name] = tuple(slots)
+        else:
+            values[field.name] = None if value is None else value[index : index + 1]
+    return SceneParams(**values)  # type: ignore[arg-type]
+
+
+def contrasting_background(
+    params: SceneParams, style: SynthStyle, rng: np.random.Generator, tries: int = 20
+) -> SceneParams:
+    """``params`` with each image's background colours redrawn (flat) from ``rng`` where the foreground
+    colour is closer than ``style.min_contrast`` to the background's mean (after ``fg`` was edited)."""
+    bg_a, bg_b = params.bg_a.copy(), params.bg_b.copy()
+    for _ in range(tries):
+        bad = np.flatnonzero(np.linalg.norm(params.fg - (bg_a + bg_b) / 2, axis=1) < style.min_contrast)
+        if not bad.size:
+            break
+        bg_a[bad] = bg_b[bad] = _hsv_colours(rng, bad.size, style)
+    bad = np.linalg.norm(params.fg - (bg_a + bg_b) / 2, axis=1) < style.min_contrast
+    bg_a[bad] = bg_b[bad] = 1 - params.fg[bad]
+    return dataclasses.replace(params, bg_a=bg_a, bg_b=bg_b)
+
+
+def render_params(
+    n: int, num_classes: int, size: int, seed: int, style: SynthStyle | None = None
+) -> tuple[Array, list[SceneParams]]:
+    """``(labels [n], params per chunk of CHUNK images)`` behind :func:`render` with the same arguments,
+    drawn exactly as :func:`render` draws them (``draw`` of each chunk gives its images) without pixels."""
+    rng = np.random.default_rng(seed)
+    labels = rng.permutation(np.arange(n, dtype=np.int64) % num_classes)
+    style = style or SynthStyle()
+    return labels, [sample_params(labels[s : s + CHUNK], size, style, rng) for s in range(0, n, CHUNK)]
 
 
 def render(
