@@ -4,8 +4,9 @@
     bench eval --checkpoint FILE [--backbone resnet50] --tasks linear [--allow-partial] [--label NAME]
     bench ls recipes|tasks|backbones|profiles
     bench show recipe NAME [--profile P] [--set k=v]
+    bench generate --generator sd-unclip|sd-variations|icgan|oracle [--model DIR] --dataset NAME [...]
     bench data synth --root DIR [--datasets cifar10,imagenet] [--scale smoke]
-    bench data verify NAME [--root DIR]
+    bench data verify NAME|STORE_DIR [--root DIR]
     bench leaderboard [RUNS_DIR] [-o LEADERBOARD.md]
     bench ci check --baseline FILE [RUNS_DIR]      bench ci baseline -o FILE [RUNS_DIR]
 
@@ -79,6 +80,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--leaderboard", help="leaderboard file to regenerate (default: RUNS_DIR/LEADERBOARD.md)")
     _add_on_corrupt(p)
 
+    p = sub.add_parser("generate", help="write generated variants of a dataset split (arXiv 2403.05966)")
+    p.add_argument("--generator", required=True, help="sd-unclip, sd-variations, icgan or oracle")
+    p.add_argument("--model", help="local model folder (never downloaded; the oracle takes none)")
+    p.add_argument("--dataset", required=True, help="dataset whose images get variants (bench ls tasks)")
+    p.add_argument("--split", default="train", help="split to generate for (default: train)")
+    p.add_argument("--per-image", type=int, default=10, help="variants per source image (default 10)")
+    p.add_argument("--steps", type=int, default=10, help="denoising steps of diffusion generators (10)")
+    p.add_argument(
+        "--size", type=int, help="output side in px (default: 224 SD, 256 IC-GAN, source size oracle)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="base seed (variant seeds derive from it)")
+    p.add_argument("--batch-size", type=int, default=8, help="source images per generator call")
+    p.add_argument("--noise-level", type=int, default=0, help="sd-unclip: image-embedding noise level")
+    p.add_argument("--guidance-scale", type=float, default=3.0, help="classifier-free guidance (diffusion)")
+    p.add_argument("--truncation", type=float, default=0.7, help="icgan: truncated-normal bound (0.7)")
+    p.add_argument("--keep", type=float, default=0.5, help="oracle: closeness to the source instance, 0..1")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda[:i]")
+    p.add_argument("--shard", help="i/n: this process's share of the sources (default: Slurm array or 0/1)")
+    p.add_argument("--limit", type=int, help="only the first N source images (a quick look)")
+    p.add_argument("--out", help="store directory (default: <data root>/<dataset>-variants/<generator>)")
+    p.add_argument("--data-root", help="dataset root (default: $BENCH_DATA, else synthetic stand-ins)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     p = sub.add_parser("ls", help="list recipes, tasks, backbones or profiles")
     p.add_argument("what", choices=["recipes", "tasks", "backbones", "profiles"])
     p.add_argument("--data-root", help="data root whose dataset status `ls tasks` shows")
@@ -87,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("what", choices=["recipe"])
     p.add_argument("name")
     _add_common_recipe_args(p)
+    p.add_argument("--data-root", help="data root whose variant stores the recipe would read")
 
     p = sub.add_parser("data", help="synthetic data and dataset checks")
     dsub = p.add_subparsers(dest="data_command", required=True)
@@ -94,8 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--root", required=True)
     q.add_argument("--datasets", default="all", help="comma-separated dataset names (default: all)")
     q.add_argument("--scale", default="smoke", choices=["smoke", "tiny"])
-    q = dsub.add_parser("verify", help="check a dataset's layout, counts and readability")
-    q.add_argument("name")
+    q = dsub.add_parser(
+        "verify", help="check a dataset (or a variant store directory): layout, counts, images"
+    )
+    q.add_argument("name", help="dataset name, or the path of a variant store (bench generate --out)")
     q.add_argument("--root", help="data root (default: $BENCH_DATA)")
     q.add_argument("--no-images", action="store_true", help="skip decoding every image")
 

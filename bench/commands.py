@@ -18,6 +18,7 @@ def dispatch(args: argparse.Namespace) -> int:
     handlers = {
         "run": cmd_run,
         "eval": cmd_eval,
+        "generate": cmd_generate,
         "ls": cmd_ls,
         "show": cmd_show,
         "data": cmd_data,
@@ -112,6 +113,50 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    from pretrain.generative.base import GeneratorSettings
+    from pretrain.generative.generate import generate, parse_shard
+    from pretrain.generative.registry import GENERATORS
+    from tasks.datasets.registry import DATASETS
+    from tasks.datasets.synth.writer import ensure_synthetic, is_synthetic
+
+    spec = GENERATORS.get(args.generator)
+    info = DATASETS.get(args.dataset)
+    data = resolve_data_root(args.data_root)
+    if data.synthetic:
+        print(f"no data root configured: using SYNTHETIC stand-ins in {data.path}", file=sys.stderr)
+        ensure_synthetic(data.path, [args.dataset], "smoke")
+    size = args.size or spec.default_size or info.synthetic_image_size
+    try:
+        settings = GeneratorSettings(
+            per_image=args.per_image, steps=args.steps, size=size, seed=args.seed, batch_size=args.batch_size,
+            noise_level=args.noise_level, guidance_scale=args.guidance_scale, truncation=args.truncation,
+            keep=args.keep, device=args.device,
+        )  # fmt: skip
+    except ValueError as exc:
+        raise ConfigError(f"bench generate: {exc}") from None
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError("--limit must be a positive number of source images")
+    report = generate(
+        args.generator,
+        Path(args.model).expanduser() if args.model else None,
+        data.path,
+        args.dataset,
+        args.split,
+        settings,
+        out=Path(args.out).expanduser().resolve() if args.out else None,
+        shard=parse_shard(args.shard),
+        limit=args.limit,
+        data_source="synthetic" if is_synthetic(data.path, args.dataset) else "real",
+        progress=not args.no_progress,
+    )
+    status = "complete" if report.complete else "incomplete (other shards or --limit: rerun to finish)"
+    print(f"store: {report.store}")
+    print(f"generated {report.generated} source images ({report.skipped} already done), {status}")
+    print(f"manifest digest {report.digest}; {report.variants_per_second:.1f} variants/s")
+    return 0
+
+
 def cmd_ls(args: argparse.Namespace) -> int:
     if args.what == "recipes":
         from pretrain.recipes import RECIPES
@@ -166,6 +211,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     recipe = resolve_recipe(args.name, args.profile, args.overrides)
     print(f"# recipe {recipe.name}, profile {args.profile} (resolved)")
     print(yaml.safe_dump(to_dict(recipe), sort_keys=False), end="")
+    if recipe.augment.sources:
+        from pretrain.generative.training import describe_store
+
+        print(describe_store(recipe, resolve_data_root(args.data_root)))
     return 0
 
 
@@ -182,6 +231,8 @@ def cmd_data(args: argparse.Namespace) -> int:
         for n in names:
             print(f"{n}: {root / DATASETS.get(n).relpath}")
         return 0
+    if args.name not in DATASETS and Path(args.name).expanduser().is_dir():
+        return _verify_store(Path(args.name).expanduser(), args)
     info = DATASETS.get(args.name)
     data = resolve_data_root(args.root)
     if data.synthetic and not args.root:
@@ -193,6 +244,28 @@ def cmd_data(args: argparse.Namespace) -> int:
         print(f"how to prepare {args.name}: {info.prepare_hint}")
         return 1
     print(f"{args.name}: ok ({data.path / info.relpath})")
+    return 0
+
+
+def _verify_store(path: Path, args: argparse.Namespace) -> int:
+    """``bench data verify STORE_DIR``: the store against its source split (missing/corrupt variants)."""
+    from pretrain.generative.sources import load_sources
+    from pretrain.generative.store import VariantStore
+
+    store = VariantStore(path)
+    manifest = store.manifest()
+    root = Path(args.root).expanduser() if args.root else Path(manifest["data_root"])
+    sources = load_sources(root, manifest["dataset"], manifest["split"])
+    problems = store.verify(sources, check_images=not args.no_images)
+    for p in problems:
+        print(f"problem: {p}")
+    if problems:
+        return 1
+    label = " (ORACLE, synthetic data)" if manifest.get("oracle") else ""
+    print(
+        f"{path}: ok, {len(sources)} source images x {manifest['per_image']} variants by "
+        f"{manifest['generator']}{label}, digest {store.digest()}"
+    )
     return 0
 
 

@@ -33,6 +33,8 @@ from pretrain.checkpoint import load_into, read_backbone_file
 from pretrain.config import RecipeConfig
 from pretrain.data import PretrainStream, hide_labels
 from pretrain.external import load_external
+from pretrain.generative.store import VariantStore
+from pretrain.generative.training import ensure_store, setup_swap
 from pretrain.methods import build_method
 from pretrain.trainer import BACKBONE_NAME, CHECKPOINT_NAME, Trainer
 from tasks.base import Reference, Task, TaskContext, TaskOutput
@@ -49,8 +51,17 @@ def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
-def run_dir_for(runs: Path, recipe: RecipeConfig, profile: str, data: DataRoot, source: str) -> Path:
-    digest = hashlib.sha256(f"{config_hash(recipe, 64)}|{data.path}".encode()).hexdigest()[:10]
+def run_dir_for(
+    runs: Path,
+    recipe: RecipeConfig,
+    profile: str,
+    data: DataRoot,
+    source: str,
+    store: VariantStore | None = None,
+) -> Path:
+    """``<runs>/<recipe>/<profile>-<source>-s<seed>-<hash of config, data root and variant store digest>``."""
+    identity = f"{config_hash(recipe, 64)}|{data.path}" + (f"|{store.digest()}" if store is not None else "")
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:10]
     return runs / recipe.name / f"{profile}-{source}-s{recipe.train.seed}-{digest}"
 
 
@@ -102,8 +113,13 @@ def pretrain(
     *,
     resume: bool,
     progress: bool,
+    store: VariantStore | None = None,
 ) -> dict[str, Any]:
-    """Pretrain (or reuse a finished run) and return the pretraining summary."""
+    """Pretrain (or reuse a finished run) and return the pretraining summary.
+
+    ``store``: the complete variant store of the recipe's generative stage (:func:`pretrain.generative.
+    training.ensure_store`), ``None`` without one.
+    """
     done = run_dir / PRETRAIN_DONE
     if done.is_file() and (run_dir / BACKBONE_NAME).is_file():
         summary: dict[str, Any] = json.loads(done.read_text())
@@ -128,6 +144,12 @@ def pretrain(
     images = None
     if recipe.data.in_memory:
         images = load_uint8_tensor(full, num_workers=recipe.data.num_workers)[0][:n]
+    swap = None
+    if store is not None:
+        swap = setup_swap(recipe, store, data.path, full, n, cache_dir(), progress)
+        dataset = swap.dataset or dataset
+        gen, p = swap.summary["generator"], swap.swap.cfg.p
+        log(f"generative source stage: {gen} variants from {store.path} (p={p})")
     stream = PretrainStream(
         dataset,
         labels,
@@ -137,6 +159,8 @@ def pretrain(
         num_workers=recipe.data.num_workers,
         rank=distributed.rank(),
         world_size=distributed.world_size(),
+        swap=swap.swap if swap else None,
+        bank=swap.bank if swap else None,
     )
     method = build_method(recipe.method, build_backbone(recipe.backbone.name))
     trainer = Trainer(
@@ -154,6 +178,7 @@ def pretrain(
         "labelled_images": int((labels >= 0).sum()),
         "label_seed": recipe.train.seed,
         "skipped_images": list(getattr(full, "skipped", [])),
+        "generative": swap.summary if swap else None,
     }
     if distributed.is_main():
         atomic_write_text(done, json.dumps(summary, indent=2) + "\n")
@@ -167,9 +192,15 @@ def load_run_backbone(run_dir: Path, backbone_name: str, device: torch.device) -
     return backbone.to(device).eval()
 
 
-def subject_of(recipe: RecipeConfig) -> dict[str, Any]:
-    """The ``recipe`` section of a result file for a recipe run."""
-    return {"name": recipe.name, "config": to_dict(recipe), "config_hash": seedless_hash(recipe)}
+def subject_of(recipe: RecipeConfig, pretrain_summary: dict[str, Any]) -> dict[str, Any]:
+    """The ``recipe`` section of a result file for a recipe run (``generative``: the generator, oracle flag,
+    store manifest digest and p of a generative recipe, else ``None``)."""
+    return {
+        "name": recipe.name,
+        "config": to_dict(recipe),
+        "config_hash": seedless_hash(recipe),
+        "generative": pretrain_summary.get("generative"),
+    }
 
 
 def result_doc(
@@ -269,9 +300,10 @@ def reference_resolver(
 
             recipe = resolve_recipe(spec, profile, [f"train.seed={seed}"])
             sources = prepare_data(data, [recipe.data.dataset])
-            run_dir = run_dir_for(runs, recipe, profile, data, overall_source(sources))
+            store = ensure_store(recipe, data.path, sources[recipe.data.dataset], progress)
+            run_dir = run_dir_for(runs, recipe, profile, data, overall_source(sources), store)
             log(f"reference {spec}: pretraining (or reusing) {run_dir}")
-            pretrain(recipe, profile, data, run_dir, device, resume=True, progress=progress)
+            pretrain(recipe, profile, data, run_dir, device, resume=True, progress=progress, store=store)
             backbone = load_run_backbone(run_dir, recipe.backbone.name, device)
             details = {"recipe": spec, "run_dir": str(run_dir), "config_hash": seedless_hash(recipe)}
         backbone = backbone.to(device).eval()
@@ -305,12 +337,13 @@ def run(
     device = device or distributed.init_from_env()
     datasets = list(dict.fromkeys([recipe.data.dataset, *(d for t in tasks for d in t.datasets)]))
     sources = prepare_data(data, datasets)
-    run_dir = run_dir_for(runs, recipe, profile, data, overall_source(sources))
+    store = ensure_store(recipe, data.path, sources[recipe.data.dataset], progress)
+    run_dir = run_dir_for(runs, recipe, profile, data, overall_source(sources), store)
     if fresh and run_dir.exists() and distributed.is_main():
         import shutil
 
         shutil.rmtree(run_dir)
-    summary = pretrain(recipe, profile, data, run_dir, device, resume=resume, progress=progress)
+    summary = pretrain(recipe, profile, data, run_dir, device, resume=resume, progress=progress, store=store)
     if not distributed.is_main():
         return RunReport(run_dir, [], {})
     backbone = load_run_backbone(run_dir, recipe.backbone.name, device)
@@ -332,6 +365,6 @@ def run(
         ),
     )
     files, metrics = run_tasks(
-        backbone, tasks, ctx, subject_of(recipe), sources, summary, run_dir, (recipe.data.dataset,)
+        backbone, tasks, ctx, subject_of(recipe, summary), sources, summary, run_dir, (recipe.data.dataset,)
     )
     return RunReport(run_dir, files, metrics)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pretrain.augment.config import StageConfig
+from pretrain.augment.config import SourceConfig, StageConfig
 
 
 @dataclass(frozen=True)
@@ -157,14 +157,18 @@ class ViewConfig:
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """The augmentation policy: per-view pipelines (two views), then batch-level ``stages`` in order."""
+    """The augmentation policy: source stages (the generative swap, at most one), per-view pipelines (two
+    views), then batch-level ``stages`` in order."""
 
     views: tuple[ViewConfig, ...] = (ViewConfig(), ViewConfig())
     stages: tuple[StageConfig, ...] = ()
+    sources: tuple[SourceConfig, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.views) != 2:
             raise ValueError(f"exactly two views are supported, got {len(self.views)}")
+        if len(self.sources) > 1:
+            raise ValueError("at most one source stage (generative) per recipe")
         mixing = [s for s in self.stages if s.kind in ("mixup", "cutmix")]
         if len(mixing) > 1:
             raise ValueError("at most one mixing stage (mixup or cutmix) per recipe")

@@ -5,17 +5,41 @@ permutation ``randperm(N, seed=seed + e)``, split into ``N // (B * world)`` full
 (``drop_last``); process ``r`` takes the ``r``-th slice of each global batch.  Resuming at step ``s`` is
 therefore exact: the stream restarts at epoch ``s // steps_per_epoch`` and skips the batches already
 seen, without replaying them.
+
+With a generative source stage (:mod:`pretrain.generative.swap`) each batch also carries per-view
+sources: the stream applies the swap plan of (seed, step, sample) either by gathering from an in-memory
+:class:`~pretrain.generative.swap.VariantBank` or, on the on-disk path, through a
+:class:`~pretrain.generative.swap.SwapDataset` whose DataLoader keys are ``(step, index)``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from bench.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pretrain.generative.swap import SourceSwap, VariantBank
+
+
+class StreamBatch(NamedTuple):
+    """One process's batch.
+
+    Attributes:
+        images: ``uint8 [B, 3, S, S]``, or per-view sources ``uint8 [B, 2, 3, S, S]`` when a generative
+            stage is configured (view ``v`` starts from ``images[:, v]``).
+        labels: ``int64 [B]`` labels the method may see (-1 = hidden).
+        swapped: ``bool [B, 2]``, which views got a generated variant (``None`` without a swap stage).
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    swapped: torch.Tensor | None = None
 
 
 def hide_labels(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -38,8 +62,11 @@ class PretrainStream:
 
     Args:
         dataset: items ``(uint8 [3, S, S], int)``; ignored for image access when ``images`` is given.
+            With ``swap`` and no ``images``, a :class:`~pretrain.generative.swap.SwapDataset`.
         labels: the labels the method may see ([N], -1 = hidden).
         images: optional in-memory uint8 tensor [N, 3, S, S] (skips decoding).
+        swap: the generative source stage (``None``: batches carry only the source images).
+        bank: the decoded variants for the in-memory path (required with ``swap`` and ``images``).
     """
 
     def __init__(
@@ -53,7 +80,12 @@ class PretrainStream:
         num_workers: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        swap: SourceSwap | None = None,
+        bank: VariantBank | None = None,
     ) -> None:
+        if swap is not None and images is not None and bank is None:
+            raise ValueError("an in-memory stream with a generative swap needs the variant bank")
+        self.swap, self.bank = swap, bank
         self.dataset, self.images = dataset, images
         self.labels = torch.as_tensor(labels, dtype=torch.long)
         self.n = len(self.labels)
@@ -75,23 +107,42 @@ class PretrainStream:
             batches.append(perm[start : start + b].tolist())
         return batches
 
-    def batches(self, start_step: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(self, start_step: int) -> Iterator[StreamBatch]:
         """Yield batches forever from global step ``start_step`` (0-based)."""
         epoch, skip = divmod(start_step, self.steps_per_epoch)
+        step = start_step
         while True:
             index_batches = self._epoch_batches(epoch, skip)
             if self.images is not None:
                 for idx in index_batches:
-                    t = torch.tensor(idx)
-                    yield self.images[t], self.labels[t]
+                    yield self._in_memory(step, torch.tensor(idx))
+                    step += 1
             else:
+                keys: list[list[int]] | list[list[tuple[int, int]]] = index_batches
+                if self.swap is not None:  # SwapDataset items are keyed by (step, index)
+                    keys = [[(s, i) for i in idx] for s, idx in enumerate(index_batches, step)]
                 loader = DataLoader(
                     self.dataset,
-                    batch_sampler=index_batches,
+                    batch_sampler=keys,
                     num_workers=self.num_workers,
                     pin_memory=torch.cuda.is_available(),
                     persistent_workers=False,
                 )
-                for (images, _), idx in zip(loader, index_batches, strict=True):
-                    yield images, self.labels[torch.tensor(idx)]
+                for item, idx in zip(loader, index_batches, strict=True):
+                    swapped = item[2] if self.swap is not None else None
+                    yield StreamBatch(item[0], self.labels[torch.tensor(idx)], swapped)
+                    step += 1
             epoch, skip = epoch + 1, 0
+
+    def _in_memory(self, step: int, idx: torch.Tensor) -> StreamBatch:
+        assert self.images is not None
+        images, labels = self.images[idx], self.labels[idx]
+        if self.swap is None:
+            return StreamBatch(images, labels)
+        assert self.bank is not None
+        swap, variant = self.swap.plan(step, idx.numpy())
+        views = images.unsqueeze(1).repeat(1, 2, 1, 1, 1)
+        rows, cols = np.nonzero(swap)
+        if rows.size:
+            views[rows, cols] = self.bank.gather(idx[rows], torch.from_numpy(variant[rows, cols]))
+        return StreamBatch(views, labels, torch.from_numpy(swap))

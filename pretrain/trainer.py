@@ -198,7 +198,11 @@ class Trainer:
         g.manual_seed((self.recipe.train.seed * 1_000_003 + step) * 131 + distributed.rank())
         return g
 
-    def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    def train_step(
+        self, images: torch.Tensor, labels: torch.Tensor, swapped: torch.Tensor | None = None
+    ) -> dict[str, float]:
+        """One optimiser step on a :class:`~pretrain.data.StreamBatch` (``swapped``: which views got a
+        generated variant, logged as ``gen_swap_rate`` over the stage's views)."""
         images = images.to(self.device, non_blocking=True)
         labels = labels.to(self.device, non_blocking=True)
         lr = lr_at(self.step, self.total_steps, self.base_lr, self.warmup, self.recipe.optim.schedule)
@@ -220,6 +224,9 @@ class Trainer:
         self.method.on_step_end(self.step, self.total_steps)
         logs = {k: float(v) for k, v in out.logs.items()}
         logs["lr"] = lr
+        if swapped is not None and self.recipe.augment.sources:
+            views = list(self.recipe.augment.sources[0].views)
+            logs["gen_swap_rate"] = float(swapped[:, views].float().mean())
         return logs
 
     def fit(self, resume: bool = False) -> TrainSummary:
@@ -243,8 +250,8 @@ class Trainer:
         images_seen, loss = 0, float("nan")
         every = self.recipe.train.checkpoint_every
         while self.step < self.total_steps:
-            images, labels = next(batches)
-            logs = self.train_step(images, labels)
+            images, labels, swapped = next(batches)
+            logs = self.train_step(images, labels, swapped)
             loss = logs["loss"]
             images_seen += images.shape[0] * distributed.world_size()
             rate = images_seen / max(1e-9, time.perf_counter() - start)

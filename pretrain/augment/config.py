@@ -92,3 +92,28 @@ class CutmixConfig:
 
 
 StageConfig = ErasingConfig | CutoutConfig | MixupConfig | CutmixConfig
+
+
+@dataclass(frozen=True)
+class GenerativeConfig:
+    """Generative source swap (arXiv 2403.05966): before the view pipeline of view ``v`` in ``views``, the
+    sample's source image is replaced, with probability ``p`` (per sample, view and step), by one of its
+    pre-generated variants, chosen uniformly.  The variants come from the store ``store``: a store name
+    under ``<data root>/<dataset folder>-variants/`` (``sd-unclip``, ``icgan``, ``oracle``, or the name
+    given to ``bench generate --out``) or a path.  The paper's summary uses p = 0.5 on both views (its
+    code's main configs swap view 1 with p = 1; ablations 0.25/0.5/0.75).  Semantics and the
+    reproducibility rule: :mod:`pretrain.generative.swap`.
+    """
+
+    kind: Literal["generative"] = "generative"
+    store: str = "sd-unclip"
+    p: float = 0.5
+    views: tuple[int, ...] = (0, 1)
+
+    def __post_init__(self) -> None:
+        _check_common(self.p, self.views)
+        if not self.store.strip():
+            raise ValueError("store must name a variant store (e.g. sd-unclip) or a path")
+
+
+SourceConfig = GenerativeConfig

@@ -5,23 +5,24 @@ Contract: ``policy(images, labels, generator) -> ViewBatch``.  ``images`` is the
 ``generator`` (seeded per step by the trainer, which makes runs reproducible and resumable).  Order of
 application, which is also the order of the random draws:
 
-1. source stages (none implemented yet), on the uint8 source batch ``[B, 3, H, W]``, before the views:
-   whatever they do reaches both views.  The planned "source swap" (replace a sample's source image by
-   a pre-generated generative variant with probability p, arXiv 2403.05966) goes here;
+1. the generative source stage (``augment.sources``, arXiv 2403.05966) runs in the pretraining stream,
+   where the images are loaded (:mod:`pretrain.generative.swap`): it hands the policy per-view sources
+   ``[B, 2, 3, H, W]`` instead of one source batch ``[B, 3, H, W]`` (its draws are a counter-based
+   function of (seed, step, sample), not of ``generator``);
 2. view 0, then view 1 (:class:`~pretrain.augment.views.ViewPipeline`), ``[B, 3, S, S]`` float in [0, 1];
 3. the recipe's ``augment.stages`` in the listed order (:mod:`pretrain.augment.stages`), on the views.
 
 Where each stage acts (the full table, with configuration examples: ``docs/augmentations.md``):
 
-=============  =====================================  =======================================
-stage (kind)   views                                  probability
-=============  =====================================  =======================================
-source stages  the source image, so both views        per sample (none implemented yet)
-erasing        each view in ``views`` (default 0, 1)  ``p`` per sample and view (default 0.5)
-cutout         each view in ``views`` (default 0, 1)  ``p`` per sample and view (default 0.5)
-mixup          exactly one view (default 0)           ``p`` per sample (default 1.0), MixInfo
-cutmix         exactly one view (default 0)           ``p`` per sample (default 1.0), MixInfo
-=============  =====================================  =======================================
+=============  =========================================  =======================================
+stage (kind)   views                                      probability
+=============  =========================================  =======================================
+generative     the source of each view in ``views``       ``p`` per sample and view (default 0.5)
+erasing        each view in ``views`` (default 0, 1)      ``p`` per sample and view (default 0.5)
+cutout         each view in ``views`` (default 0, 1)      ``p`` per sample and view (default 0.5)
+mixup          exactly one view (default 0)               ``p`` per sample (default 1.0), MixInfo
+cutmix         exactly one view (default 0)               ``p`` per sample (default 1.0), MixInfo
+=============  =========================================  =======================================
 
 Each view of a masking stage gets independently drawn parameters.  At most one mixing stage per recipe
 (:class:`~pretrain.config.AugmentConfig`); its :class:`~pretrain.methods.base.MixInfo` is returned as
@@ -29,9 +30,6 @@ Each view of a masking stage gets independently drawn parameters.  At most one m
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
-from typing import Protocol
 
 import torch
 
@@ -41,30 +39,17 @@ from pretrain.config import AugmentConfig
 from pretrain.methods.base import MixInfo, ViewBatch
 
 
-class SourceStage(Protocol):
-    """A stage on the source batch, before the views: ``[B, 3, H, W]`` uint8 -> the same shape and dtype.
-
-    It must draw its per-sample parameters from ``generator`` (all of them, for every sample, every call)
-    and keep the batch on its device.
-    """
-
-    def __call__(self, images: torch.Tensor, generator: torch.Generator, /) -> torch.Tensor: ...
-
-
 class AugmentPolicy:
-    """Source stages -> two independent per-sample view pipelines -> batch-level stages (module docstring).
+    """Two independent per-sample view pipelines -> batch-level stages (module docstring).
 
     Args:
         cfg: the recipe's augmentation config; ``cfg.stages`` are built with
             :func:`pretrain.augment.stages.build_stage` (a mixing stage with other than one view raises
             ``ValueError`` here).
-        source_stages: stages applied, in order, to the uint8 batch before the views (the hook for the
-            source-swap stage; empty by default, and the policy then draws exactly what it drew before).
     """
 
-    def __init__(self, cfg: AugmentConfig, source_stages: Sequence[SourceStage] = ()) -> None:
+    def __init__(self, cfg: AugmentConfig) -> None:
         self.cfg = cfg
-        self.source_stages = tuple(source_stages)
         self.view_pipelines = tuple(ViewPipeline(v) for v in cfg.views)
         self.stages: tuple[Stage, ...] = tuple(build_stage(s) for s in cfg.stages)
 
@@ -72,16 +57,16 @@ class AugmentPolicy:
         """Augment one batch.
 
         Args:
-            images: ``[B, 3, H, W]`` uint8 on the training device.
+            images: ``[B, 3, H, W]`` uint8 on the training device (the source of both views), or per-view
+                sources ``[B, 2, 3, H, W]`` (after the generative swap: view ``v`` from ``images[:, v]``).
             labels: ``[B]`` int64, passed through.
             generator: source of all randomness (see the module docstring for the order of draws).
 
         Returns:
             :class:`ViewBatch` with two ``[B, 3, S, S]`` float views and ``mix`` from the mixing stage.
         """
-        for source in self.source_stages:
-            images = source(images, generator)
-        v1, v2 = (pipe(images, generator) for pipe in self.view_pipelines)
+        sources = images.unbind(1) if images.dim() == 5 else (images, images)
+        v1, v2 = (pipe(src, generator) for pipe, src in zip(self.view_pipelines, sources, strict=True))
         views = (v1, v2)
         mix: MixInfo | None = None
         for stage in self.stages:

@@ -69,9 +69,12 @@ def fingerprint(relpaths: tuple[str, ...], labels: np.ndarray) -> str:
 
 def load_sources(root: Path, dataset: str, split: str) -> SourceSet:
     """List the source images of ``dataset``/``split`` under ``root`` (no image is decoded)."""
-    info = DATASETS.get(dataset)
-    ds = info.load(root, split)
-    folder = info.path(root)
+    return sources_of(DATASETS.get(dataset).load(root, split), root, dataset, split)
+
+
+def sources_of(ds: object, root: Path, dataset: str, split: str) -> SourceSet:
+    """The :class:`SourceSet` of an already loaded split ``ds`` of ``dataset`` under ``root``."""
+    folder = DATASETS.get(dataset).path(root)
     if isinstance(ds, FolderImageDataset):
         paths = tuple(path for path, _ in ds.samples)
         relpaths = tuple(os.path.relpath(path, folder) for path in paths)

@@ -77,16 +77,19 @@ def test_masking_stage_touches_only_its_views() -> None:
     assert ((out.views[0] == 0).all(dim=1).sum(dim=(1, 2)) > 0).all()
 
 
-def test_source_stages_run_before_the_views() -> None:
+def test_per_view_sources_feed_their_own_view() -> None:
+    """The generative swap hands per-view sources [B, 2, 3, H, W]: view v is drawn from images[:, v] with
+    exactly the random draws it would have had from a single source batch."""
     images, labels = _batch()
-
-    def invert(x: Tensor, generator: torch.Generator) -> Tensor:
-        return 255 - x
-
     cfg = AugmentConfig(views=(VIEW, VIEW))
-    hooked = AugmentPolicy(cfg, source_stages=[invert])(images, labels, _gen())
-    ref = AugmentPolicy(cfg)(255 - images, labels, _gen())
-    assert all(torch.equal(a, b) for a, b in zip(hooked.views, ref.views, strict=True))
+    same = AugmentPolicy(cfg)(torch.stack([images, images], 1), labels, _gen())
+    ref = AugmentPolicy(cfg)(images, labels, _gen())
+    assert all(torch.equal(a, b) for a, b in zip(same.views, ref.views, strict=True))
+    other = 255 - images
+    mixed = AugmentPolicy(cfg)(torch.stack([images, other], 1), labels, _gen())
+    inverted = AugmentPolicy(cfg)(other, labels, _gen())
+    assert torch.equal(mixed.views[0], ref.views[0])
+    assert torch.equal(mixed.views[1], inverted.views[1])
 
 
 def test_invalid_stage_configs_raise() -> None:

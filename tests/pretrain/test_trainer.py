@@ -75,10 +75,12 @@ def test_resume_after_interruption_matches_uninterrupted(
     killed = make_trainer(recipe, tmp_path / "killed")
     original = Trainer.train_step
 
-    def dying_step(self: Trainer, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    def dying_step(
+        self: Trainer, images: torch.Tensor, labels: torch.Tensor, swapped: torch.Tensor | None
+    ) -> dict[str, float]:
         if self.step == 3:  # the checkpoint of step 2 exists; step 3's work is lost
             raise KeyboardInterrupt
-        return original(self, images, labels)
+        return original(self, images, labels, swapped)
 
     monkeypatch.setattr(Trainer, "train_step", dying_step)
     with pytest.raises(KeyboardInterrupt):
