@@ -113,11 +113,12 @@ class BigGANConfig:
 def spectral_normalised(weight: Tensor, u: Tensor, eps: float) -> Tensor:
     """``weight / sigma``, ``sigma`` from one power-iteration step started at ``u`` (``[1, out]``), which is
     not updated (BigGAN's ``SN.W_`` in eval mode, one singular value)."""
-    w = weight.reshape(weight.shape[0], -1)
-    with torch.no_grad():
-        v = F.normalize(torch.matmul(u, w), eps=eps)
-        u_new = F.normalize(torch.matmul(v, w.t()), eps=eps)
-    sigma = torch.squeeze(torch.matmul(torch.matmul(v, w.t()), u_new.t()))
+    w = weight.reshape(weight.shape[0], -1).float()
+    with torch.autocast(device_type=weight.device.type, enabled=False):  # sigma in float32 under autocast
+        with torch.no_grad():
+            v = F.normalize(torch.matmul(u, w), eps=eps)
+            u_new = F.normalize(torch.matmul(v, w.t()), eps=eps)
+        sigma = torch.squeeze(torch.matmul(torch.matmul(v, w.t()), u_new.t()))
     return weight / sigma
 
 
