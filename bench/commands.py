@@ -118,7 +118,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from pretrain.generative.generate import generate, parse_shard
     from pretrain.generative.registry import GENERATORS
     from tasks.datasets.registry import DATASETS
-    from tasks.datasets.synth.writer import ensure_synthetic, is_synthetic
+    from tasks.datasets.synth.writer import ensure_synthetic
 
     spec = GENERATORS.get(args.generator)
     info = DATASETS.get(args.dataset)
@@ -147,7 +147,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
         out=Path(args.out).expanduser().resolve() if args.out else None,
         shard=parse_shard(args.shard),
         limit=args.limit,
-        data_source="synthetic" if is_synthetic(data.path, args.dataset) else "real",
         progress=not args.no_progress,
     )
     status = "complete" if report.complete else "incomplete (other shards or --limit: rerun to finish)"

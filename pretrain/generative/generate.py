@@ -26,6 +26,7 @@ from bench import provenance
 from bench.errors import ConfigError
 from pretrain.generative.base import (
     GeneratorSettings,
+    ModelFolderError,
     SourceImage,
     SplitAwareGenerator,
     VariantGenerator,
@@ -34,6 +35,7 @@ from pretrain.generative.base import (
 from pretrain.generative.registry import GENERATORS
 from pretrain.generative.sources import SourceSet, load_sources
 from pretrain.generative.store import SCHEMA, VariantStore, default_store_dir
+from tasks.datasets.synth.writer import is_synthetic
 
 #: Settings that do not change a variant's pixels (left out of the store's identity).
 NON_IDENTITY_SETTINGS = ("batch_size", "device")
@@ -103,16 +105,20 @@ def generate(
     out: Path | None = None,
     shard: tuple[int, int] = (0, 1),
     limit: int | None = None,
-    data_source: str = "real",
     progress: bool = True,
 ) -> GenerateReport:
     """Generate (or finish) the variant store of ``dataset``/``split`` (see the module docstring)."""
     spec = GENERATORS.get(name)
+    if spec.needs_model and model is None:
+        raise ModelFolderError(
+            f"generator {name!r} needs --model DIR: a local folder with {spec.model_files}"
+        )
     sources = load_sources(root, dataset, split)
     store = VariantStore(out if out is not None else default_store_dir(root, dataset, name))
     generator = spec.build(model, settings)
     if isinstance(generator, SplitAwareGenerator):
         generator.bind(sources)
+    data_source = "synthetic" if is_synthetic(root, dataset) else "real"
     store.open_for(store_manifest(name, generator, settings, sources, data_source))
     shard_i, shard_n = shard
     wanted = range(len(sources) if limit is None else min(limit, len(sources)))
