@@ -66,7 +66,6 @@ def ensure_store(
                 split,
                 settings,
                 out=path,
-                data_source="synthetic",
                 progress=progress,
             )
         if distributed.is_distributed():
