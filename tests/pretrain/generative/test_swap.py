@@ -142,3 +142,22 @@ def test_missing_store_fails_before_pretraining(
     out = capsys.readouterr().out
     assert "store: missing; bench run fails until it exists" in out
     assert "bench generate --generator icgan --model DIR" in out
+
+
+def test_oracle_store_is_generated_on_first_use(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Like the stand-ins, the oracle store of a synthetic dataset is generated once, then reused."""
+    from pretrain.generative import training
+
+    monkeypatch.setattr(training, "ORACLE_PER_IMAGE", 2)  # the paper's 10 in production
+    root = tmp_path / "data"
+    assert main(["data", "synth", "--root", str(root), "--datasets", "imagenet,cifar10", "--scale", "tiny"]) == 0
+    argv = ["run", "--recipe", "byol_oracle", "--tasks", "knn/cifar10", "--data-root", str(root),
+            "--runs-dir", str(tmp_path / "runs"), *FAST]  # fmt: skip
+    assert main(argv) == 0
+    assert "generating the oracle variant store" in capsys.readouterr().err
+    store = VariantStore(root / "imagenet-variants" / "oracle")
+    assert store.is_complete() and store.manifest()["per_image"] == 2
+    assert main([*argv, "--seeds", "1"]) == 0
+    assert "generating the oracle variant store" not in capsys.readouterr().err
