@@ -10,14 +10,17 @@
 * ``sd-variations`` runs ``StableDiffusionImageVariationPipeline`` on a local copy of
   lambdalabs/sd-image-variations-diffusers (CLIP image embedding as the cross-attention context), with
   DDIM built from the folder's scheduler config, eta 0.  ``noise_level`` does not apply (must be 0).
+  The CLIP input is resized without antialiasing, as the model card requires
+  (:func:`clip_input_no_antialias`).
 
 Size: both generate at the UNet's native resolution (``unet.sample_size * vae_scale_factor``: 768 px for
 unCLIP 2.1 small, 512 px for SD image variations) and resize the result to ``settings.size`` square with
 PIL bilinear (antialiased), as the paper's script does (``transforms.Resize((224, 224))`` of the 768-px
 output).  Latent diffusion models produce broken images far below their training resolution, so
-generating directly at 224 px is not an option.  The source image is fed as is: the pipeline's
-``CLIPImageProcessor`` resizes its short side to 224 and centre-crops (the paper centre-cropped the long
-edge before, which selects the same square).
+generating directly at 224 px is not an option.  For unCLIP the source image goes through the folder's
+``CLIPImageProcessor`` (short side to 224, centre crop), which selects the same square as the paper's
+long-edge centre crop + resize to 224 (bilinear there, bicubic here: a negligible difference for the
+embedding).
 
 Seeding (the :class:`~pretrain.generative.base.VariantGenerator` rule): variant ``(i, k)`` is output
 ``j`` of a pipeline call whose ``generator`` argument is a list holding one CPU ``torch.Generator`` per
@@ -92,6 +95,11 @@ class DiffusionGenerator:
             "size": s.size,
             "generation_size": [height, width],
             "resize": "none" if (height, width) == (s.size, s.size) else "PIL bilinear (antialiased)",
+            "source_preprocessing": (
+                "CLIPImageProcessor of the folder (short side resize, bicubic antialiased; centre crop)"
+                if self._unclip
+                else "centre square crop, bicubic resize without antialiasing (model card), CLIP mean/std"
+            ),
             "safety_checker": None,
             "seeding": "one CPU torch.Generator per variant seeded with its variant seed"
             + (" (image-embedding noise, then initial latents)" if self._unclip else " (initial latents)"),
@@ -183,14 +191,41 @@ class DiffusionGenerator:
         for count in sorted({len(s) for s in seeds}):
             group = [i for i, s in enumerate(seeds) if len(s) == count]
             flat = [seed for i in group for seed in seeds[i]]
+            pixels = clip_input_no_antialias([sources[i].image for i in group], pipe.feature_extractor)
             images = pipe(
-                image=[sources[i].image.convert("RGB") for i in group],
+                image=pixels.to(device=self.loaded.device, dtype=self.loaded.dtype),
                 num_images_per_prompt=count,
                 **self._common_kwargs(flat),
             ).images
             for i, variants in zip(group, _split(images, [count] * len(group)), strict=True):
                 out[i] = variants
         return out
+
+
+def clip_input_no_antialias(images: Sequence[Image.Image], feature_extractor: Any) -> torch.Tensor:
+    """SD image variations' CLIP input, ``[B, 3, h, w]`` float32, as its model card prescribes.
+
+    The lambdalabs v2 model was trained on CLIP inputs resized *without* antialiasing and its card says
+    inference must resize the same way (``transforms.Resize((224, 224), BICUBIC, antialias=False)`` on
+    the [0, 1] tensor, then CLIP's mean/std).  The card squashes the whole image; training saw square
+    crops, so the largest centred square is cropped first (no distortion of non-square sources).
+    ``h, w`` (224) and mean/std come from the folder's ``feature_extractor`` config.
+    """
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as TF
+
+    crop = feature_extractor.crop_size
+    h, w = (crop["height"], crop["width"]) if isinstance(crop, dict) else (crop.height, crop.width)
+    mean = torch.tensor(feature_extractor.image_mean, dtype=torch.float32).view(3, 1, 1)
+    std = torch.tensor(feature_extractor.image_std, dtype=torch.float32).view(3, 1, 1)
+    out = []
+    for image in images:
+        x = TF.pil_to_tensor(image.convert("RGB")).float() / 255.0  # [3, H, W] in [0, 1]
+        side = min(x.shape[-2:])
+        x = TF.center_crop(x, [side, side])
+        x = TF.resize(x, [h, w], interpolation=InterpolationMode.BICUBIC, antialias=False)
+        out.append((x - mean) / std)
+    return torch.stack(out)
 
 
 def _split(images: Sequence[Image.Image], counts: Sequence[int]) -> list[list[Image.Image]]:

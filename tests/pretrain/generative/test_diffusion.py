@@ -305,3 +305,54 @@ def test_core_imports_without_diffusers(monkeypatch: pytest.MonkeyPatch) -> None
     ):
         monkeypatch.delitem(sys.modules, mod, raising=False)
         importlib.import_module(mod)
+
+
+def test_variations_clip_input_follows_the_model_card(folders: dict[str, Path]) -> None:
+    """The lambdalabs card's transform (ToTensor, Resize((224, 224), BICUBIC, antialias=False), Normalize
+    with CLIP's mean/std), after a centred square crop, is what reaches the image encoder."""
+    from torchvision import transforms
+
+    gen = _build("sd-variations", folders["sd-variations"])
+    sources = _sources(3)
+    side = 32  # the tiny feature extractor's crop size (224 for the real model)
+    reference = torch.stack(
+        [
+            transforms.Compose(
+                [
+                    transforms.ToTensor(),
+                    transforms.CenterCrop(min(s.image.size)),
+                    transforms.Resize(
+                        (side, side), interpolation=transforms.InterpolationMode.BICUBIC, antialias=False
+                    ),
+                    transforms.Normalize(
+                        [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
+                    ),
+                ]
+            )(s.image)
+            for s in sources
+        ]
+    )
+    seen: list[torch.Tensor] = []
+    encoder = gen.loaded.pipe.image_encoder
+    original = encoder.forward
+
+    def spy(pixel_values: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        seen.append(pixel_values.clone())
+        return original(pixel_values, *args, **kwargs)
+
+    encoder.forward = spy
+    gen.generate(sources, [[1], [2], [3]])
+    assert len(seen) == 1
+    torch.testing.assert_close(seen[0], reference, rtol=0, atol=1e-5)
+    # the resize really is the non-antialiased one (the sources are downscaled, so antialiasing shows)
+    with_antialias = transforms.Compose(
+        [
+            transforms.ToTensor(),
+            transforms.CenterCrop(min(sources[2].image.size)),
+            transforms.Resize(
+                (side, side), interpolation=transforms.InterpolationMode.BICUBIC, antialias=True
+            ),
+            transforms.Normalize([0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]),
+        ]
+    )(sources[2].image)
+    assert (with_antialias - reference[2]).abs().mean() > 0.05

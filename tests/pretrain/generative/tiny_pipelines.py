@@ -1,6 +1,6 @@
 """Tiny randomly initialised diffusers pipelines, saved as model folders, for offline tests.
 
-Each builder assembles a pipeline from small configs (a few thousand parameters per component), with
+Each builder assembles a pipeline from small configs (UNet ~0.2M parameters, VAE ~44k, CLIP ~8k), with
 every component's random weights drawn from a fixed seed, and writes it with ``save_pretrained``: the
 resulting folder has the same layout as the real model repositories (``model_index.json`` plus one
 folder per component), so the generators load it exactly as they load real weights.  Nothing is
@@ -8,10 +8,10 @@ downloaded: the CLIP tokenizer is built from a vocabulary and merges file writte
 
 * :func:`build_tiny_unclip`: ``StableUnCLIPImg2ImgPipeline`` laid out like
   stabilityai/stable-diffusion-2-1-unclip-small (v-prediction DDIM, squaredcos DDPM image-noising
-  scheduler, image normaliser, CLIP text encoder + tokenizer), native resolution 32 px.
+  scheduler, image normaliser, CLIP text encoder + tokenizer), native resolution 32 px by default.
 * :func:`build_tiny_variations`: ``StableDiffusionImageVariationPipeline`` laid out like
   lambdalabs/sd-image-variations-diffusers (epsilon-prediction PNDM scheduler, no safety checker), native
-  resolution 32 px.
+  resolution 32 px by default.
 
 Both take a few hundred milliseconds per 10-step generation of a handful of images on one CPU thread.
 Used by tests/pretrain/generative (session fixture in conftest.py) and by end-to-end ``bench generate``
@@ -59,14 +59,14 @@ def _feature_extractor() -> Any:
     )
 
 
-def _unet(cross_attention_dim: int, class_embed_dim: int | None) -> Any:
+def _unet(cross_attention_dim: int, class_embed_dim: int | None, latent_size: int) -> Any:
     from diffusers import UNet2DConditionModel
 
     extra: dict[str, Any] = {}
     if class_embed_dim is not None:  # unCLIP: the noised image embedding enters as a class embedding
         extra = {"class_embed_type": "projection", "projection_class_embeddings_input_dim": class_embed_dim}
     return UNet2DConditionModel(
-        sample_size=LATENT_SIZE,
+        sample_size=latent_size,
         in_channels=4,
         out_channels=4,
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
@@ -80,7 +80,7 @@ def _unet(cross_attention_dim: int, class_embed_dim: int | None) -> Any:
     ).eval()
 
 
-def _vae() -> Any:
+def _vae(latent_size: int) -> Any:
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(
@@ -92,7 +92,7 @@ def _vae() -> Any:
         layers_per_block=1,
         latent_channels=4,
         norm_num_groups=8,
-        sample_size=LATENT_SIZE * 2,
+        sample_size=latent_size * 2,
     ).eval()
 
 
@@ -126,8 +126,9 @@ def _text_encoder(vocab_size: int, bos: int, eos: int) -> Any:
     return CLIPTextModel(config).eval()
 
 
-def build_tiny_unclip(dir: Path) -> Path:
-    """Write a tiny random ``StableUnCLIPImg2ImgPipeline`` to ``dir`` (created) and return ``dir``."""
+def build_tiny_unclip(dir: Path, latent_size: int = LATENT_SIZE) -> Path:
+    """Write a tiny random ``StableUnCLIPImg2ImgPipeline`` to ``dir`` (created) and return ``dir``; its
+    native resolution is ``2 * latent_size`` px."""
     from diffusers import DDIMScheduler, DDPMScheduler, StableUnCLIPImg2ImgPipeline
     from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import (
         StableUnCLIPImageNormalizer,
@@ -147,7 +148,7 @@ def build_tiny_unclip(dir: Path) -> Path:
         image_noising_scheduler=DDPMScheduler(beta_schedule="squaredcos_cap_v2"),
         tokenizer=tokenizer,
         text_encoder=_text_encoder(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id),
-        unet=_unet(cross_attention_dim=EMBED_DIM, class_embed_dim=2 * EMBED_DIM),
+        unet=_unet(cross_attention_dim=EMBED_DIM, class_embed_dim=2 * EMBED_DIM, latent_size=latent_size),
         # as stable-diffusion-2-1-unclip-small ships it
         scheduler=DDIMScheduler(
             beta_schedule="scaled_linear",
@@ -158,22 +159,23 @@ def build_tiny_unclip(dir: Path) -> Path:
             steps_offset=1,
             clip_sample=False,
         ),
-        vae=_vae(),
+        vae=_vae(latent_size),
     )
     pipe.save_pretrained(dir, safe_serialization=True)
     return dir
 
 
-def build_tiny_variations(dir: Path) -> Path:
-    """Write a tiny random ``StableDiffusionImageVariationPipeline`` to ``dir`` and return ``dir``."""
+def build_tiny_variations(dir: Path, latent_size: int = LATENT_SIZE) -> Path:
+    """Write a tiny random ``StableDiffusionImageVariationPipeline`` to ``dir`` and return ``dir``; its
+    native resolution is ``2 * latent_size`` px."""
     from diffusers import PNDMScheduler, StableDiffusionImageVariationPipeline
 
     dir = Path(dir)
     torch.manual_seed(1)
     pipe = StableDiffusionImageVariationPipeline(
-        vae=_vae(),
+        vae=_vae(latent_size),
         image_encoder=_vision_encoder(),
-        unet=_unet(cross_attention_dim=EMBED_DIM, class_embed_dim=None),
+        unet=_unet(cross_attention_dim=EMBED_DIM, class_embed_dim=None, latent_size=latent_size),
         # lambdalabs/sd-image-variations-diffusers ships a PNDM scheduler (the generator swaps in DDIM)
         scheduler=PNDMScheduler(
             beta_schedule="scaled_linear",
