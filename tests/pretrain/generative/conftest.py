@@ -1,4 +1,5 @@
-"""Shared fixtures of the generative-augmentation tests: a tiny synthetic data root and its oracle store."""
+"""Session fixtures of the generative-augmentation tests: a tiny synthetic data root, its oracle store, and
+the tiny random diffusers pipelines saved once per session as model folders."""
 
 from __future__ import annotations
 
@@ -26,3 +27,21 @@ def oracle_store(tiny_root: Path) -> Path:
     report = generate("oracle", None, tiny_root, "imagenet", "train", ORACLE_TEST_SETTINGS, progress=False)
     assert report.complete
     return report.store
+
+
+@pytest.fixture(scope="session")
+def tiny_unclip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random StableUnCLIPImg2ImgPipeline folder (read-only: copy it before editing)."""
+    pytest.importorskip("diffusers")
+    from tests.pretrain.generative.tiny_pipelines import build_tiny_unclip
+
+    return build_tiny_unclip(tmp_path_factory.mktemp("tiny-models") / "sd-unclip")
+
+
+@pytest.fixture(scope="session")
+def tiny_variations_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random StableDiffusionImageVariationPipeline folder (read-only: copy it before editing)."""
+    pytest.importorskip("diffusers")
+    from tests.pretrain.generative.tiny_pipelines import build_tiny_variations
+
+    return build_tiny_variations(tmp_path_factory.mktemp("tiny-models") / "sd-variations")
