@@ -93,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="base seed (variant seeds derive from it)")
     p.add_argument("--batch-size", type=int, default=8, help="source images per generator call")
     p.add_argument("--noise-level", type=int, default=0, help="sd-unclip: image-embedding noise level")
-    p.add_argument("--guidance-scale", type=float, default=3.0, help="classifier-free guidance (diffusion)")
+    p.add_argument(
+        "--guidance-scale", type=float, help="guidance (diffusion; default 10 sd-unclip, 3 sd-variations)"
+    )
     p.add_argument("--truncation", type=float, default=0.7, help="icgan: truncated-normal bound (0.7)")
     p.add_argument("--keep", type=float, default=0.5, help="oracle: closeness to the source instance, 0..1")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda[:i]")

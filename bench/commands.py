@@ -127,10 +127,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
         print(f"no data root configured: using SYNTHETIC stand-ins in {data.path}", file=sys.stderr)
         ensure_synthetic(data.path, [args.dataset], "smoke")
     size = args.size or spec.default_size or info.synthetic_image_size
+    guidance = spec.default_guidance if args.guidance_scale is None else args.guidance_scale
     try:
         settings = GeneratorSettings(
             per_image=args.per_image, steps=args.steps, size=size, seed=args.seed, batch_size=args.batch_size,
-            noise_level=args.noise_level, guidance_scale=args.guidance_scale, truncation=args.truncation,
+            noise_level=args.noise_level, guidance_scale=guidance, truncation=args.truncation,
             keep=args.keep, device=args.device,
         )  # fmt: skip
     except ValueError as exc:

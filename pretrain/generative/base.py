@@ -68,8 +68,9 @@ class GeneratorSettings:
         batch_size: source images per generator call.
         noise_level: Stable unCLIP's image-embedding noise level (0 = closest to the source; the
             diffusers default 0); how far a variant may drift from its source.
-        guidance_scale: classifier-free guidance of the diffusion generators (SD image variations
-            default 3.0; unCLIP img2img default 10.0 in diffusers; <= 1 disables guidance).
+        guidance_scale: classifier-free guidance of the diffusion generators (``bench generate``
+            defaults: 10.0 for sd-unclip, the pipeline default arXiv 2403.05966's script kept; 3.0 for
+            sd-variations, its model card's value; <= 1 disables guidance).
         truncation: IC-GAN's truncated-normal noise bound (the paper: 0.7).
         keep: the oracle's closeness of a variant to its source instance, in [0, 1] (see oracle.py).
         device: ``auto`` (CUDA if available, else CPU), ``cpu`` or ``cuda[:i]``.
@@ -156,6 +157,7 @@ class GeneratorSpec:
         build: ``(model_dir or None, settings) -> VariantGenerator``.
         oracle: the generator is the synthetic-data oracle (labelled as such in every result).
         default_size: output side when ``--size`` is not given (0: the source images' own size).
+        default_guidance: classifier-free guidance when ``--guidance-scale`` is not given.
     """
 
     description: str
@@ -164,6 +166,7 @@ class GeneratorSpec:
     build: Callable[[Path | None, GeneratorSettings], VariantGenerator]
     oracle: bool = False
     default_size: int = 224
+    default_guidance: float = 3.0
 
 
 def variant_seed(seed: int, relpath: str, k: int) -> int:

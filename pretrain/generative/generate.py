@@ -187,10 +187,10 @@ def generate_command(
     settings: GeneratorSettings,
     data_root: Path | None,
 ) -> str:
-    """The ``bench generate`` command line that makes (or finishes) a store: shown in errors."""
-    spec = GENERATORS.get(name)
+    """The ``bench generate`` command line that makes (or finishes) a store: shown in errors (``name`` may
+    be a placeholder such as ``GENERATOR`` when the store's generator is unknown)."""
     parts = ["bench generate", f"--generator {name}"]
-    if spec.needs_model:
+    if name not in GENERATORS or GENERATORS.get(name).needs_model:
         parts.append("--model DIR")
     parts += [f"--dataset {dataset}", f"--split {split}", f"--per-image {settings.per_image}"]
     if data_root is not None:

@@ -46,6 +46,7 @@ def build_generator_registry() -> Registry[GeneratorSpec]:
             needs_model=True,
             model_files="a diffusers folder saved by save_pretrained (model_index.json, unet/, vae/, ...)",
             build=_sd_unclip,
+            default_guidance=10.0,
         ),
     )
     reg.register(

@@ -70,9 +70,22 @@ def ensure_store(
             )
         if distributed.is_distributed():
             torch.distributed.barrier()
-    name = cfg.store if cfg.store in GENERATORS else "GENERATOR"
-    how = generate_command(name, dataset, split, path, GeneratorSettings(), root)
-    return require_store(path, dataset, split, how)
+    return require_store(
+        path,
+        dataset,
+        split,
+        generate_command(_generator_of(store, cfg.store), dataset, split, path, GeneratorSettings(), root),
+    )
+
+
+def _generator_of(store: VariantStore, name: str) -> str:
+    """The generator that makes ``store``: its manifest's, else the store name if it is a generator."""
+    if store.exists():
+        try:
+            return str(store.manifest()["generator"])
+        except StoreError:
+            pass
+    return name if name in GENERATORS else "GENERATOR"
 
 
 def describe_store(recipe: RecipeConfig, data: DataRoot) -> str:
@@ -91,8 +104,9 @@ def describe_store(recipe: RecipeConfig, data: DataRoot) -> str:
         lines.append("# store: generated automatically on first use (synthetic stand-in oracle)")
     else:
         state = "incomplete" if store.exists() else "missing"
-        name = cfg.store if cfg.store in GENERATORS else "GENERATOR"
-        how = generate_command(name, dataset, split, path, GeneratorSettings(), data.path)
+        how = generate_command(
+            _generator_of(store, cfg.store), dataset, split, path, GeneratorSettings(), data.path
+        )
         lines.append(f"# store: {state}; bench run fails until it exists. Make it with:")
         lines.append(f"#   {how}")
     return "\n".join(lines)

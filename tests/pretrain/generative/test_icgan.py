@@ -268,25 +268,27 @@ def test_generator_file_needing_pickled_objects_is_refused(tmp_path: Path, swav_
 # --- end to end through the generation driver ----------------------------------------------------------
 
 
-@pytest.mark.slow
-def test_generate_driver_writes_icgan_store(smoke_root: Path, model_dir: Path, tmp_path: Path) -> None:
-    """The ``bench generate`` driver with the icgan generator on the ImageNet stand-in: a resumable store
-    whose variants are the generator's output for the recorded seeds."""
+def test_bench_generate_writes_icgan_store(tiny_root: Path, model_dir: Path, tmp_path: Path) -> None:
+    """``bench generate --generator icgan`` on the ImageNet stand-in: a resumable store whose variants are
+    the generator's output for the recorded seeds."""
+    from bench.cli import main
     from pretrain.generative.base import variant_seed
-    from pretrain.generative.generate import generate
     from pretrain.generative.sources import load_sources
     from pretrain.generative.store import VariantStore
 
     settings = GeneratorSettings(per_image=2, size=64, batch_size=2, seed=5)
     out = tmp_path / "store"
-    kwargs = {"out": out, "limit": 3, "data_source": "synthetic", "progress": False}
-    report = generate("icgan", model_dir, smoke_root, "imagenet", "train", settings, **kwargs)
-    assert report.generated == 3 and not report.complete
+    argv = ["generate", "--generator", "icgan", "--model", str(model_dir), "--dataset", "imagenet",
+            "--data-root", str(tiny_root), "--out", str(out), "--limit", "3", "--per-image", "2",
+            "--size", "64", "--batch-size", "2", "--seed", "5", "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
     store = VariantStore(out)
+    assert len(store.done()) == 3 and not store.is_complete()
     info = store.manifest()["generator_info"]
     assert info["generator"] == "icgan" and len(info["weights_digest"]) == 64
     assert info["generator_file"] == "icgan_biggan_imagenet_res256/G_ema_best0.pth"
-    sources = load_sources(smoke_root, "imagenet", "train")
+    assert store.manifest()["settings"]["truncation"] == 0.7
+    sources = load_sources(tiny_root, "imagenet", "train")
     rel = sources.relpaths[1]
     seeds = [[variant_seed(5, rel, k) for k in range(2)]]
     direct = build_icgan(model_dir, settings).generate([SourceImage(1, rel, 0, sources.open(1))], seeds)[0]
@@ -295,5 +297,5 @@ def test_generate_driver_writes_icgan_store(smoke_root: Path, model_dir: Path, t
             assert stored.size == (64, 64)
             diff = np.asarray(stored.convert("RGB"), dtype=int) - np.asarray(direct[k], dtype=int)
         assert np.abs(diff).mean() < 3.0
-    again = generate("icgan", model_dir, smoke_root, "imagenet", "train", settings, **kwargs)
-    assert again.generated == 0 and again.skipped == 3
+    assert main(argv) == 0  # nothing left to do for these 3 sources
+    assert len(list(store.records())) == 3

@@ -152,7 +152,9 @@ def test_oracle_store_is_generated_on_first_use(
 
     monkeypatch.setattr(training, "ORACLE_PER_IMAGE", 2)  # the paper's 10 in production
     root = tmp_path / "data"
-    assert main(["data", "synth", "--root", str(root), "--datasets", "imagenet,cifar10", "--scale", "tiny"]) == 0
+    assert (
+        main(["data", "synth", "--root", str(root), "--datasets", "imagenet,cifar10", "--scale", "tiny"]) == 0
+    )
     argv = ["run", "--recipe", "byol_oracle", "--tasks", "knn/cifar10", "--data-root", str(root),
             "--runs-dir", str(tmp_path / "runs"), *FAST]  # fmt: skip
     assert main(argv) == 0
