@@ -2,16 +2,19 @@
 
 Tables never mix profiles or data sources: each (profile, data source) pair is its own table.  Within a
 table, a recipe that was run with more than one resolved config (e.g. different ``--set`` overrides)
-gets one row per config, labelled with the config hash.  When a (row, task, seed) has several result
-files, the newest (``created``) wins.
+gets one row per config, labelled with the config hash; a generative recipe's variant store (its manifest
+digest, ``recipe.generative`` in results) is part of that identity.  When a (row, task, seed) has several
+result files, the newest (``created``) wins.  ``Table.generative`` keeps each generative row's
+generator, oracle flag, store digest and p for the table's notes.
 """
 
 from __future__ import annotations
 
 import statistics
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bench.results import Result, iter_results
 
@@ -39,10 +42,17 @@ class Table:
     profile: str
     data_source: str
     rows: dict[str, dict[str, Cell]]  # row label -> task name -> cell
+    generative: dict[str, dict[str, Any]] = field(default_factory=dict)  # row label -> recipe.generative
 
     @property
     def tasks(self) -> list[str]:
         return sorted({t for cells in self.rows.values() for t in cells})
+
+
+def _short(identity: str) -> str:
+    """``cfg abcdef`` or, for a generative recipe, ``cfg abcdef, store 123456``."""
+    chash, _, digest = identity.partition("+")
+    return f"cfg {chash[:6]}" + (f", store {digest[:6]}" if digest else "")
 
 
 def collect(root: Path) -> list[Table]:
@@ -50,7 +60,9 @@ def collect(root: Path) -> list[Table]:
     latest: dict[tuple[str, str, str, str, str, int], Result] = {}
     for res in iter_results(root):
         d = res.doc
-        key = (d["profile"], d["data"]["source"], res.recipe, res.config_hash, res.task, int(d["seed"]))
+        gen = d["recipe"].get("generative")
+        identity = res.config_hash + (f"+{gen['digest']}" if gen else "")
+        key = (d["profile"], d["data"]["source"], res.recipe, identity, res.task, int(d["seed"]))
         if key not in latest or d["created"] >= latest[key].doc["created"]:
             latest[key] = res
     hashes: dict[tuple[str, str, str], set[str]] = defaultdict(set)
@@ -60,12 +72,16 @@ def collect(root: Path) -> list[Table]:
         lambda: defaultdict(lambda: defaultdict(list))
     )
     for (profile, source, recipe, chash, task, _), res in latest.items():
-        label = recipe if len(hashes[(profile, source, recipe)]) == 1 else f"{recipe} (cfg {chash[:6]})"
+        label = recipe if len(hashes[(profile, source, recipe)]) == 1 else f"{recipe} ({_short(chash)})"
         grouped[(profile, source)][label][task].append(res)
     tables = []
     for (profile, source), rows in sorted(grouped.items()):
         cells = {}
+        generative = {}
         for label, tasks in sorted(rows.items()):
+            first = next(iter(tasks.values()))[0].doc["recipe"].get("generative")
+            if first:
+                generative[label] = first
             cells[label] = {
                 task: Cell(
                     values=tuple(r.primary for r in sorted(results, key=lambda r: r.doc["seed"])),
@@ -75,5 +91,5 @@ def collect(root: Path) -> list[Table]:
                 )
                 for task, results in sorted(tasks.items())
             }
-        tables.append(Table(profile, source, cells))
+        tables.append(Table(profile, source, cells, generative))
     return tables

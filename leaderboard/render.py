@@ -20,10 +20,31 @@ def format_cell(cell: Cell | None) -> str:
     return f"{cell.mean:.2f} ± {cell.std:.2f} (n={len(cell.values)})"
 
 
+def row_label(label: str, table: Table) -> str:
+    """The row's name, marked ``[ORACLE]`` when its generative variants come from the synthetic oracle."""
+    gen = table.generative.get(label)
+    return f"{label} [ORACLE]" if gen and gen.get("oracle") else label
+
+
+def generative_notes(table: Table) -> str:
+    """One line per generative row: generator, store manifest digest, p and views (arXiv 2403.05966)."""
+    lines = []
+    for label, gen in table.generative.items():
+        kind = "ORACLE re-renderings of the synthetic stand-in" if gen.get("oracle") else gen["generator"]
+        lines.append(
+            f"- `{label}`: variants from {kind} (store digest `{gen['digest']}`, "
+            f"{gen['per_image']} per image), p = {gen['p']} on views {gen['views']}"
+        )
+    return "\nGenerative augmentation:\n\n" + "\n".join(lines) + "\n" if lines else ""
+
+
 def render_table(table: Table) -> str:
     tasks = table.tasks
     headers = ["recipe", *tasks]
-    body = [[label, *(format_cell(cells.get(t)) for t in tasks)] for label, cells in table.rows.items()]
+    body = [
+        [row_label(label, table), *(format_cell(cells.get(t)) for t in tasks)]
+        for label, cells in table.rows.items()
+    ]
     metrics = sorted(
         {
             f"{t}: {c.metric}" + ("" if c.higher_is_better else " (lower is better)")
@@ -41,6 +62,7 @@ def render_table(table: Table) -> str:
         f"_{note}; metric per column: {'; '.join(metrics)}; mean ± std over seeds._\n\n"
         + tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
         + "\n"
+        + generative_notes(table)
     )
 
 
