@@ -1,0 +1,172 @@
+"""Baselines of the regression gate (``augbench-baseline/2``), written by ``bench ci baseline``.
+
+A baseline holds, for one (profile, data source):
+
+* ``recipes``: per recipe the seedless config hash and the resolved config (``train.seed`` removed) its
+  results were produced with (``bench ci check`` fails on a different config and names the changed keys);
+* ``entries``: per (recipe, task, metric) the ``mean``, the seed spread ``std`` (sample standard deviation),
+  the number of seeds ``n`` and their ``seeds``/``values``, the ``direction`` (``higher``, ``lower`` or
+  ``descriptive``), the ``task_version``, and the tolerance rule's ``k`` and ``floor``.
+
+Tolerance rule (``docs/leaderboard.md``): for a check over ``m`` current seeds,
+
+    tolerance = max(floor, k * std * sqrt(1/m + 1/n)),    k = t(1 - alpha/2, n - 1),
+    floor = max(rel_floor * |mean|, abs_floor)
+
+``std * sqrt(1/m + 1/n)`` is the standard error of (current mean - baseline mean) when both are means of
+independent seeds with the measured spread, and ``k`` the Student-t quantile of a two-sided ``1 - alpha``
+prediction interval (default ``alpha = 0.01``: a healthy run with an unseen seed falls outside with
+probability 1%; n = 3 seeds give k = 9.92, 5 seeds 4.60, 10 seeds 3.25: more seeds, a tighter gate).  The
+floor (default 2% of the mean, at least 0.001) keeps a gate from failing on numerical noise when the
+seeds happen to agree.  Entries need at least :data:`MIN_SEEDS` seeds: a spread from fewer is no spread.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from bench.errors import ConfigError
+from bench.results import atomic_write_text
+from leaderboard.collect import Record, collect
+from leaderboard.layouts import shown_metrics
+from leaderboard.stats import mean, std, t_quantile
+
+SCHEMA = "augbench-baseline/2"
+MIN_SEEDS = 3
+ALPHA = 0.01
+REL_FLOOR = 0.02
+ABS_FLOOR = 0.001
+ENTRY_KEYS = ("recipe", "task", "metric", "direction", "mean", "std", "n", "task_version", "k", "floor")
+
+
+def tolerance(entry: dict[str, Any], m: int = 1) -> float:
+    """The entry's tolerance for a mean over ``m`` current seeds (see module docstring)."""
+    spread = float(entry["k"]) * float(entry["std"]) * math.sqrt(1.0 / max(1, m) + 1.0 / int(entry["n"]))
+    return max(float(entry["floor"]), spread)
+
+
+def seedless_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A resolved recipe config without ``train.seed`` (seeds of one config share its hash)."""
+    out = json.loads(json.dumps(config))
+    if isinstance(out.get("train"), dict):
+        out["train"].pop("seed", None)
+    return out
+
+
+def select(root: Path, profile: str, source: str) -> list[Record]:
+    return [r for r in collect(root) if r.profile == profile and r.source == source]
+
+
+def make_baseline(
+    root: Path,
+    out: Path,
+    profile: str,
+    source: str,
+    *,
+    recipes: list[str] | None = None,
+    min_seeds: int = MIN_SEEDS,
+    alpha: float = ALPHA,
+    rel_floor: float = REL_FLOOR,
+    abs_floor: float = ABS_FLOOR,
+    note: str = "",
+) -> dict[str, Any]:
+    """Write a baseline from the results of (profile, source) under ``root``; returns the document."""
+    records = [r for r in select(root, profile, source) if recipes is None or r.recipe in recipes]
+    if not records:
+        raise ConfigError(f"no results for profile {profile!r} and data source {source!r} under {root}")
+    configs: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for r in records:
+        configs[r.recipe][r.identity] = {
+            "config_hash": r.doc["recipe"]["config_hash"],
+            "config": seedless_config(r.doc["recipe"]["config"]),
+        }
+    several = {name: len(ids) for name, ids in configs.items() if len(ids) > 1}
+    if several:
+        raise ConfigError(
+            "results under several configs (or variant stores) for "
+            + ", ".join(f"{n} ({k})" for n, k in sorted(several.items()))
+            + ": use a clean runs directory or --recipes"
+        )
+    groups: dict[tuple[str, str, int, str], list[Record]] = defaultdict(list)
+    for r in records:
+        for metric in shown_metrics(r):
+            groups[(r.recipe, r.task, r.version, metric)].append(r)
+    entries, short = [], []
+    for (recipe, task, version, metric), recs in sorted(groups.items()):
+        by_seed = {r.seed: r.value(metric) for r in recs}
+        values = [by_seed[s] for s in sorted(by_seed)]
+        if not all(math.isfinite(v) for v in values):
+            raise ConfigError(f"{recipe} {task} {metric}: non-finite values {values}; fix the runs first")
+        if len(values) < min_seeds:
+            short.append(f"{recipe} {task} ({len(values)}: seeds {sorted(by_seed)})")
+            continue
+        m, s, n = mean(values), std(values), len(values)
+        entry = {
+            "recipe": recipe,
+            "task": task,
+            "metric": metric,
+            "direction": recs[0].direction(metric),
+            "mean": m,
+            "std": s,
+            "n": n,
+            "seeds": sorted(by_seed),
+            "values": values,
+            "task_version": version,
+            "k": t_quantile(1.0 - alpha / 2.0, n - 1),
+            "floor": max(rel_floor * abs(m), abs_floor),
+        }
+        entry["tolerance"] = tolerance(entry)
+        entries.append(entry)
+    if short:
+        shown = "; ".join(short[:4]) + (f"; ... ({len(short)} entries)" if len(short) > 4 else "")
+        raise ConfigError(
+            f"a baseline needs at least {min_seeds} seeds per entry, got fewer for {shown}; "
+            f"run e.g. bench run --recipe {short[0].split()[0]} --seeds 0,1,2 --tasks ..."
+        )
+    doc = {
+        "schema": SCHEMA,
+        "profile": profile,
+        "data_source": source,
+        "rule": {
+            "alpha": alpha,
+            "rel_floor": rel_floor,
+            "abs_floor": abs_floor,
+            "min_seeds": min_seeds,
+            "tolerance": "max(floor, k * std * sqrt(1/m + 1/n)), k = t(1 - alpha/2, n - 1), "
+            "floor = max(rel_floor * |mean|, abs_floor)",
+        },
+        "note": note,
+        "recipes": {name: next(iter(ids.values())) for name, ids in sorted(configs.items())},
+        "entries": entries,
+    }
+    atomic_write_text(out, json.dumps(doc, indent=2) + "\n")
+    return doc
+
+
+def load_baseline(path: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"baseline file not found: {path}") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: invalid JSON ({exc})") from None
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+        found = doc.get("schema") if isinstance(doc, dict) else None
+        raise ConfigError(
+            f"{path}: not an {SCHEMA} file (schema {found!r}); regenerate it with "
+            f"bench ci baseline RUNS -o {path} from runs with >= {MIN_SEEDS} seeds"
+        )
+    for key in ("profile", "data_source", "recipes", "entries"):
+        if key not in doc:
+            raise ConfigError(f"{path}: lacks {key!r}")
+    for i, e in enumerate(doc["entries"]):
+        for key in ENTRY_KEYS:
+            if key not in e:
+                raise ConfigError(f"{path}: entries[{i}] lacks {key!r}")
+        if e["recipe"] not in doc["recipes"]:
+            raise ConfigError(f"{path}: entries[{i}] names recipe {e['recipe']!r} absent from 'recipes'")
+    return doc
