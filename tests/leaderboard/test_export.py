@@ -64,13 +64,15 @@ def test_directory_exports_round_trip(runs: Path, tmp_path: Path, capsys: pytest
                 assert cell["delta"] is None and line["delta"] == ""
             else:
                 assert cell["delta"]["mean"] == tc.delta.mean == float(line["delta"])
-                assert cell["delta"]["lo"] == _num(line["delta_lo"]) and cell["delta"]["n"] == int(line["delta_n"])
+                assert cell["delta"]["lo"] == _num(line["delta_lo"])
+                assert cell["delta"]["n"] == int(line["delta_n"])
                 noise = cell["delta"]["within_noise"]
                 assert line["within_noise"] == ("" if noise is None else str(noise))
     assert n_cells == len(lines) == 3 * 2 + 2 * 2  # linear: 3 rows x 2 columns; representation: 2 x 2
     oracle = lines[("smoke-synthetic-linear-in-process-pytorch-v1", "moco_oracle", "linear/cifar10|top1")]
-    assert oracle["oracle"] == "True" and oracle["display"] == "moco_oracle [ORACLE]" and oracle["best"] == "False"
-    rep = [t for t in doc["tables"] if t["family"] == "representation"][0]
+    assert oracle["oracle"] == "True" and oracle["display"] == "moco_oracle [ORACLE]"
+    assert oracle["best"] == "False"
+    rep = next(t for t in doc["tables"] if t["family"] == "representation")
     assert {c["direction"] for c in rep["columns"]} == {"descriptive"}
     assert not any(c["best"] for c in rep["cells"])
     index = (out / "index.md").read_text()

@@ -43,8 +43,10 @@ def test_one_table_per_family_and_task_version(tmp_path: Path) -> None:
     make_result(tmp_path, "moco", "linear/food101", 0, 20.0, version=2)
     tables = families(collect(tmp_path))
     assert [(t.family, list(t.task_versions.values())) for t in tables] == [
-        ("linear", [1, 1]), ("linear", [2]), ("knn", [1])
-    ]  # fmt: skip
+        ("linear", [1, 1]),
+        ("linear", [2]),
+        ("knn", [1]),
+    ]
     assert [c.header for c in tables[0].columns] == ["imagenet", "cifar10"]  # the datasets' listing order
     md = render(tmp_path)
     assert md.count("### Linear probe (frozen features)") == 2 and "task version 2" in md
@@ -112,11 +114,18 @@ def test_delta_against_the_baseline_over_paired_seeds(tmp_path: Path) -> None:
 def _invariance(root: Path, recipe: str, seed: int, inv: float, div: float, legacy: bool = False) -> None:
     hib = {"invariance": True, "diversity": True} if legacy else {"invariance": None, "diversity": None}
     make_result(
-        root, recipe, "invariance", seed, inv,
-        extra={"metrics": {"invariance": inv, "diversity": div}, "primary_metric": "invariance",
-               "higher_is_better": hib,
-               "task": {"name": "invariance", "version": 1, "family": "invariance", "protocol": {"name": "iv"}}},
-    )  # fmt: skip
+        root,
+        recipe,
+        "invariance",
+        seed,
+        inv,
+        extra={
+            "metrics": {"invariance": inv, "diversity": div},
+            "primary_metric": "invariance",
+            "higher_is_better": hib,
+            "task": {"name": "invariance", "version": 1, "family": "invariance", "protocol": {"name": "iv"}},
+        },
+    )
 
 
 def test_descriptive_metrics_never_get_a_best_marker(tmp_path: Path) -> None:
@@ -136,22 +145,44 @@ def test_descriptive_metrics_never_get_a_best_marker(tmp_path: Path) -> None:
 def _det(root: Path, recipe: str, backend: str, ap50: float, seed: int = 0) -> None:
     task = f"det/voc07@{backend}"
     make_result(
-        root, recipe, task, seed, ap50,
-        extra={"metrics": {"AP": ap50 / 2, "AP50": ap50, "AP75": ap50 / 3}, "primary_metric": "AP50",
-               "higher_is_better": {"AP": True, "AP50": True, "AP75": True},
-               "task": {"name": task, "version": 1, "family": "det",
-                        "protocol": {"name": "moco-det-voc07-c4", "backend": backend}}},
-    )  # fmt: skip
+        root,
+        recipe,
+        task,
+        seed,
+        ap50,
+        extra={
+            "metrics": {"AP": ap50 / 2, "AP50": ap50, "AP75": ap50 / 3},
+            "primary_metric": "AP50",
+            "higher_is_better": {"AP": True, "AP50": True, "AP75": True},
+            "task": {
+                "name": task,
+                "version": 1,
+                "family": "det",
+                "protocol": {"name": "moco-det-voc07-c4", "backend": backend},
+            },
+        },
+    )
 
 
 def _seg(root: Path, recipe: str, dataset: str, miou: float) -> None:
     make_result(
-        root, recipe, f"seg/{dataset}", 0, miou,
-        extra={"metrics": {"mIoU": miou, "mAcc": miou + 5, "aAcc": 90.0}, "primary_metric": "mIoU",
-               "higher_is_better": {"mIoU": True, "mAcc": True, "aAcc": True},
-               "task": {"name": f"seg/{dataset}", "version": 1, "family": "seg",
-                        "protocol": {"name": "fcn", "framework": "mmsegmentation"}}},
-    )  # fmt: skip
+        root,
+        recipe,
+        f"seg/{dataset}",
+        0,
+        miou,
+        extra={
+            "metrics": {"mIoU": miou, "mAcc": miou + 5, "aAcc": 90.0},
+            "primary_metric": "mIoU",
+            "higher_is_better": {"mIoU": True, "mAcc": True, "aAcc": True},
+            "task": {
+                "name": f"seg/{dataset}",
+                "version": 1,
+                "family": "seg",
+                "protocol": {"name": "fcn", "framework": "mmsegmentation"},
+            },
+        },
+    )
 
 
 def test_backends_never_share_a_table_or_column(tmp_path: Path) -> None:
@@ -182,8 +213,14 @@ def test_backends_never_share_a_table_or_column(tmp_path: Path) -> None:
 
 def _generative(path: Path, digest: str, oracle: bool) -> None:
     doc = json.loads(path.read_text())
-    doc["recipe"]["generative"] = {"generator": "oracle" if oracle else "sd-unclip", "oracle": oracle,
-                                   "digest": digest, "p": 0.5, "views": [0, 1], "per_image": 10}  # fmt: skip
+    doc["recipe"]["generative"] = {
+        "generator": "oracle" if oracle else "sd-unclip",
+        "oracle": oracle,
+        "digest": digest,
+        "p": 0.5,
+        "views": [0, 1],
+        "per_image": 10,
+    }
     write_result(path, doc)
 
 
@@ -225,8 +262,9 @@ def test_paper_2310_layout(tmp_path: Path) -> None:
     make_result(tmp_path, "moco_sup", "linear/imagenet", 0, 40.0)
     make_result(tmp_path, "simclr", "linear/imagenet", 0, 99.0)  # not a row of this layout
     (table,) = build_layout("paper:2310.18850", collect(tmp_path))
+    augs = ("none", "erasing", "cutout", "cutmix", "mixup")
     assert [(r.section, r.name) for r in table.rows] == [
-        (s, a) for s in ("self-supervised", "supervised") for a in ("none", "erasing", "cutout", "cutmix", "mixup")
+        (s, a) for s in ("self-supervised", "supervised") for a in augs
     ]
     assert [c.header for c in table.columns] == ["ImageNet top-1", "Linv", "Ldiv"]
     assert table.get("moco_erasing", table.columns[0].key).delta.mean == 2.0  # type: ignore[union-attr]

@@ -14,7 +14,10 @@ def test_t_quantile_matches_scipy(df: int, p: float) -> None:
     assert t_quantile(p, df) == pytest.approx(scipy_stats.t.ppf(p, df), rel=1e-9, abs=1e-9)
 
 
-@pytest.mark.parametrize(("a", "b", "x"), [(0.5, 0.5, 0.3), (2.0, 3.0, 0.7), (10.0, 0.5, 0.99), (1.5, 0.5, 0.01)])
+CASES = [(0.5, 0.5, 0.3), (2.0, 3.0, 0.7), (10.0, 0.5, 0.99), (1.5, 0.5, 0.01)]
+
+
+@pytest.mark.parametrize(("a", "b", "x"), CASES)
 def test_betainc_matches_scipy(a: float, b: float, x: float) -> None:
     assert betainc(a, b, x) == pytest.approx(scipy_special.betainc(a, b, x), rel=1e-10, abs=1e-14)
 
