@@ -96,6 +96,7 @@ class Table:
     cells: dict[tuple[str, str], TableCell]
     notes: list[str] = field(default_factory=list)
     run_dirs: dict[str, list[str]] = field(default_factory=dict)  # row label -> run directories
+    headers: tuple[str, str] = ("", "recipe")  # (section column, row column); no section column if ""
 
     def get(self, row: str, column: str) -> TableCell:
         return self.cells.get((row, column), TableCell(None))

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from leaderboard.collect import Record
 from leaderboard.layouts import (
@@ -45,7 +46,7 @@ def _paper_table(
     records: list[Record],
     sections: list[tuple[str, list[tuple[str, str]]]],
     specs: list[PaperColumn],
-    **meta: str,
+    **meta: Any,
 ) -> Table | None:
     """Rows ``sections = [(section, [(row name, recipe)])]`` x columns ``specs`` (see module docstring)."""
     wanted = {recipe for _, rows in sections for _, recipe in rows}
@@ -178,6 +179,7 @@ def paper_2310_18850(records: list[Record]) -> list[Table]:
             profile=profile,
             data_source=source,
             family="paper:2310.18850",
+            headers=("regime", "augmentation (recipe)"),
         )
         if table:
             tables.append(table)
@@ -211,6 +213,7 @@ def paper_2403_05966(records: list[Record]) -> list[Table]:
                 profile=profile,
                 data_source=source,
                 family="paper:2403.05966",
+                headers=("method", "variant (recipe)"),
             )
             if table:
                 tables.append(table)

@@ -79,7 +79,7 @@ def caption(table: Table) -> str:
 def render_table(table: Table, *, inline_delta: bool = False, plots: Sequence[str] = ()) -> str:
     nds = {c.key: digits(table, c) for c in table.columns}
     sectioned = any(r.section for r in table.rows)
-    headers = (["", "row"] if sectioned else ["recipe"]) + [
+    headers = ([table.headers[0] or "section", table.headers[1]] if sectioned else [table.headers[1]]) + [
         h for c in table.columns for h in ([c.header] if inline_delta else [c.header, f"Δ {c.header}"])
     ]
     body = []
