@@ -6,19 +6,25 @@ A baseline holds, for one (profile, data source):
   results were produced with (``bench ci check`` fails on a different config and names the changed keys);
 * ``entries``: per (recipe, task, metric) the ``mean``, the seed spread ``std`` (sample standard deviation),
   the number of seeds ``n`` and their ``seeds``/``values``, the ``direction`` (``higher``, ``lower`` or
-  ``descriptive``), the ``task_version``, and the tolerance rule's ``k`` and ``floor``.
+  ``descriptive``), the ``task_version``, the pooled spread ``pooled_std`` and its degrees of freedom
+  ``df``, and the tolerance rule's ``k`` and ``floor``.
 
 Tolerance rule (``docs/leaderboard.md``): for a check over ``m`` current seeds,
 
-    tolerance = max(floor, k * std * sqrt(1/m + 1/n)),    k = t(1 - alpha/2, n - 1),
+    tolerance = max(floor, k * pooled_std * sqrt(1/m + 1/n))
+    pooled_std^2 = sum_r (n_r - 1) std_r^2 / df,   df = sum_r (n_r - 1)   over the baseline's recipes
+                                                   with this (task, task version, metric)
+    k = t(1 - alpha, df) one-sided (higher / lower is better), t(1 - alpha/2, df) two-sided (descriptive)
     floor = max(rel_floor * |mean|, abs_floor)
 
-``std * sqrt(1/m + 1/n)`` is the standard error of (current mean - baseline mean) when both are means of
-independent seeds with the measured spread, and ``k`` the Student-t quantile of a two-sided ``1 - alpha``
-prediction interval (default ``alpha = 0.01``: a healthy run with an unseen seed falls outside with
-probability 1%; n = 3 seeds give k = 9.92, 5 seeds 4.60, 10 seeds 3.25: more seeds, a tighter gate).  The
-floor (default 2% of the mean, at least 0.001) keeps a gate from failing on numerical noise when the
-seeds happen to agree.  Entries need at least :data:`MIN_SEEDS` seeds: a spread from fewer is no spread.
+``pooled_std * sqrt(1/m + 1/n)`` is the standard error of (current mean - baseline mean) when both are means
+of independent seeds; the ratio of that difference to it follows Student's t with ``df`` degrees of
+freedom, so a healthy run falls beyond the tolerance (on the failing side) with probability ``alpha``.  The
+spread is pooled over the recipes of the baseline (they share the task, the metric and the training
+budget, so their seed noise is assumed alike): 3 recipes x 5 seeds give 12 degrees of freedom instead of 4,
+and a recipe whose few seeds happen to agree does not get a razor-thin gate.  The floor (default 2% of the
+mean, at least 0.001) keeps a gate from failing on numerical noise.  Entries need at least
+:data:`MIN_SEEDS` seeds: a spread from fewer is no spread.
 """
 
 from __future__ import annotations
@@ -37,16 +43,36 @@ from leaderboard.stats import mean, std, t_quantile
 
 SCHEMA = "augbench-baseline/2"
 MIN_SEEDS = 3
-ALPHA = 0.01
+ALPHA = 0.005
 REL_FLOOR = 0.02
 ABS_FLOOR = 0.001
-ENTRY_KEYS = ("recipe", "task", "metric", "direction", "mean", "std", "n", "task_version", "k", "floor")
+ENTRY_KEYS = ("recipe", "task", "metric", "direction", "mean", "std", "n", "pooled_std", "df", "task_version",
+              "k", "floor")  # fmt: skip
 
 
 def tolerance(entry: dict[str, Any], m: int = 1) -> float:
     """The entry's tolerance for a mean over ``m`` current seeds (see module docstring)."""
-    spread = float(entry["k"]) * float(entry["std"]) * math.sqrt(1.0 / max(1, m) + 1.0 / int(entry["n"]))
-    return max(float(entry["floor"]), spread)
+    se = float(entry["pooled_std"]) * math.sqrt(1.0 / max(1, m) + 1.0 / int(entry["n"]))
+    return max(float(entry["floor"]), float(entry["k"]) * se)
+
+
+def k_factor(direction: str, df: int, alpha: float) -> float:
+    """``t(1 - alpha, df)`` for a one-sided (regression) check, ``t(1 - alpha/2, df)`` for a descriptive
+    one (either direction fails)."""
+    return t_quantile(1.0 - (alpha / 2.0 if direction == "descriptive" else alpha), df)
+
+
+def pool(entries: list[dict[str, Any]]) -> None:
+    """Set ``pooled_std`` and ``df`` of every entry: pooled over the entries of its (task, task version,
+    metric)."""
+    groups: dict[tuple[str, int, str], list[dict[str, Any]]] = defaultdict(list)
+    for e in entries:
+        groups[(e["task"], e["task_version"], e["metric"])].append(e)
+    for group in groups.values():
+        df = sum(e["n"] - 1 for e in group)
+        pooled = math.sqrt(sum((e["n"] - 1) * e["std"] ** 2 for e in group) / df)
+        for e in group:
+            e["pooled_std"], e["df"] = pooled, df
 
 
 def seedless_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -95,7 +121,8 @@ def make_baseline(
     for r in records:
         for metric in shown_metrics(r):
             groups[(r.recipe, r.task, r.version, metric)].append(r)
-    entries, short = [], []
+    entries: list[dict[str, Any]] = []
+    short: list[str] = []
     for (recipe, task, version, metric), recs in sorted(groups.items()):
         by_seed = {r.seed: r.value(metric) for r in recs}
         values = [by_seed[s] for s in sorted(by_seed)]
@@ -105,7 +132,7 @@ def make_baseline(
             short.append(f"{recipe} {task} ({len(values)}: seeds {sorted(by_seed)})")
             continue
         m, s, n = mean(values), std(values), len(values)
-        entry = {
+        entry: dict[str, Any] = {
             "recipe": recipe,
             "task": task,
             "metric": metric,
@@ -116,11 +143,13 @@ def make_baseline(
             "seeds": sorted(by_seed),
             "values": values,
             "task_version": version,
-            "k": t_quantile(1.0 - alpha / 2.0, n - 1),
             "floor": max(rel_floor * abs(m), abs_floor),
         }
-        entry["tolerance"] = tolerance(entry)
         entries.append(entry)
+    pool(entries)
+    for e in entries:
+        e["k"] = k_factor(e["direction"], e["df"], alpha)
+        e["tolerance"] = tolerance(e)
     if short:
         shown = "; ".join(short[:4]) + (f"; ... ({len(short)} entries)" if len(short) > 4 else "")
         raise ConfigError(
@@ -136,8 +165,9 @@ def make_baseline(
             "rel_floor": rel_floor,
             "abs_floor": abs_floor,
             "min_seeds": min_seeds,
-            "tolerance": "max(floor, k * std * sqrt(1/m + 1/n)), k = t(1 - alpha/2, n - 1), "
-            "floor = max(rel_floor * |mean|, abs_floor)",
+            "tolerance": "max(floor, k * pooled_std * sqrt(1/m + 1/n)); pooled_std over the recipes with the "
+            "same (task, task version, metric), df = sum(n_r - 1); k = t(1 - alpha, df) one-sided, "
+            "t(1 - alpha/2, df) for descriptive metrics; floor = max(rel_floor * |mean|, abs_floor)",
         },
         "note": note,
         "recipes": {name: next(iter(ids.values())) for name, ids in sorted(configs.items())},

@@ -14,7 +14,8 @@ from tests.conftest import make_result
 from tests.leaderboard.test_leaderboard import _invariance
 
 CONFIG = {"name": "moco", "train": {"seed": 0, "epochs": 25, "lr": 0.003}, "augment": {"stages": []}}
-T_995_2 = 9.924843  # t(0.995, 2), printed tables: a two-sided 99% interval with 3 seeds
+# Student-t quantiles from printed tables
+T_99_2, T_995_2, T_99_4 = 6.964557, 9.924843, 3.746947  # t(0.99, 2), t(0.995, 2), t(0.99, 4)
 
 
 def _res(root: Path, recipe: str, seed: int, value: float, **kw: Any) -> Path:
@@ -36,7 +37,7 @@ def _runs(root: Path, values: tuple[float, ...] = (60.0, 61.0, 62.0)) -> Path:
 
 def test_baseline_stores_mean_spread_seeds_and_the_tolerance_rule(tmp_path: Path) -> None:
     runs = _runs(tmp_path / "runs")
-    doc = make_baseline(runs, tmp_path / "b.json", "smoke", "synthetic", note="bench run ...")
+    doc = make_baseline(runs, tmp_path / "b.json", "smoke", "synthetic", note="bench run ...", alpha=0.01)
     assert doc["note"] == "bench run ..." and doc["recipes"]["moco"]["config_hash"] == "abc123"
     assert "seed" not in doc["recipes"]["moco"]["config"]["train"]
     entries = {(e["task"], e["metric"]): e for e in doc["entries"]}
@@ -47,14 +48,30 @@ def test_baseline_stores_mean_spread_seeds_and_the_tolerance_rule(tmp_path: Path
     }
     e = entries[("linear/cifar10", "top1")]
     assert (e["mean"], e["std"], e["n"], e["seeds"], e["direction"]) == (61.0, 1.0, 3, [0, 1, 2], "higher")
-    assert e["k"] == pytest.approx(T_995_2, abs=1e-5) and e["floor"] == pytest.approx(0.02 * 61.0)
+    assert (e["pooled_std"], e["df"]) == (1.0, 2)  # one recipe: its own spread
+    assert e["k"] == pytest.approx(T_99_2, abs=1e-5) and e["floor"] == pytest.approx(0.02 * 61.0)
     # max(floor, k * std * sqrt(1/m + 1/n)) for m = 1 current seed and for m = 3
-    assert e["tolerance"] == pytest.approx(T_995_2 * 1.0 * math.sqrt(1 + 1 / 3), abs=1e-4)
-    assert tolerance(e, 3) == pytest.approx(T_995_2 * math.sqrt(2 / 3), abs=1e-4)
-    assert entries[("invariance", "invariance")]["direction"] == "descriptive"
-    inv = entries[("invariance", "diversity")]  # zero spread: the floor
-    assert inv["std"] == 0.0 and inv["tolerance"] == pytest.approx(max(0.02 * 0.3, 0.001))
+    assert e["tolerance"] == pytest.approx(T_99_2 * 1.0 * math.sqrt(1 + 1 / 3), abs=1e-4)
+    assert tolerance(e, 3) == pytest.approx(T_99_2 * math.sqrt(2 / 3), abs=1e-4)
+    inv = entries[("invariance", "invariance")]  # descriptive: two-sided, t(1 - alpha/2, df)
+    assert inv["direction"] == "descriptive" and inv["k"] == pytest.approx(T_995_2, abs=1e-5)
+    div = entries[("invariance", "diversity")]  # zero spread: the floor
+    assert div["std"] == 0.0 and div["tolerance"] == pytest.approx(max(0.02 * 0.3, 0.001))
     assert load_baseline(tmp_path / "b.json")["entries"] == doc["entries"]
+
+
+def test_spread_is_pooled_over_recipes(tmp_path: Path) -> None:
+    runs = _runs(tmp_path / "runs")  # moco: 60, 61, 62 (std 1)
+    for seed, v in enumerate((50.0, 53.0, 56.0)):  # moco_mixup: std 3
+        _res(runs, "moco_mixup", seed, v)
+    doc = make_baseline(runs, tmp_path / "b.json", "smoke", "synthetic", alpha=0.01)
+    mix = next(e for e in doc["entries"] if e["recipe"] == "moco_mixup")
+    moco = next(e for e in doc["entries"] if e["recipe"] == "moco" and e["task"] == "linear/cifar10")
+    pooled = math.sqrt((2 * 1.0**2 + 2 * 3.0**2) / 4)  # sum (n_r - 1) std_r^2 / sum (n_r - 1)
+    for e in (moco, mix):
+        assert e["pooled_std"] == pytest.approx(pooled) and e["df"] == 4
+        assert e["tolerance"] == pytest.approx(T_99_4 * pooled * math.sqrt(1 + 1 / 3), abs=1e-4)
+    assert (moco["std"], mix["std"]) == (1.0, 3.0)
 
 
 def test_baseline_refuses_fewer_than_three_seeds(tmp_path: Path) -> None:
@@ -85,7 +102,8 @@ def _fresh(tmp_path: Path, name: str, top1: float, inv: float = 0.8, **kw: Any) 
 def test_statuses(tmp_path: Path) -> None:
     runs, base = _baseline(tmp_path)
     assert {f.status for f in check(runs, base)} == {"ok"}
-    tol = T_995_2 * math.sqrt(1 + 1 / 3)  # 11.46 points
+    entries = {(e["task"], e["metric"]): e for e in load_baseline(base)["entries"]}
+    tol = entries[("linear/cifar10", "top1")]["k"] * math.sqrt(1 + 1 / 3)  # std 1
     status = {f.metric: f.status for f in check(_fresh(tmp_path, "a", 61.0 - tol - 0.1), base)}
     assert status == {"top1": "regressed", "invariance": "ok", "diversity": "ok"}
     assert {f.metric: f.status for f in check(_fresh(tmp_path, "b", 61.0 - tol + 0.1), base)}["top1"] == "ok"
@@ -93,7 +111,7 @@ def test_statuses(tmp_path: Path) -> None:
         "top1"
     ] == "improved"
     # descriptive: a change either way beyond the tolerance fails
-    inv_tol = load_baseline(base)["entries"][1]["tolerance"]
+    inv_tol = entries[("invariance", "invariance")]["tolerance"]
     for name, inv in (("d", 0.801 + inv_tol + 0.01), ("e", 0.801 - inv_tol - 0.01)):
         found = {f.metric: f for f in check(_fresh(tmp_path, name, 61.0, inv), base)}
         assert found["invariance"].status == "changed" and found["invariance"].failed
