@@ -171,10 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--data-source", default="synthetic", choices=["synthetic", "real"])
     q.add_argument("--recipes", help="comma-separated recipes or globs to include (default: all)")
     q.add_argument("--min-seeds", type=int, default=3, help="seeds required per entry (default 3, minimum 3)")
-    q.add_argument("--alpha", type=float, default=0.01, help="two-sided prediction-interval level (0.01)")
+    q.add_argument("--alpha", type=float, help="per-entry false-alarm probability (default 0.005)")
     q.add_argument("--rel-floor", type=float, default=0.02, help="tolerance floor, fraction of the mean")
     q.add_argument("--abs-floor", type=float, default=0.001, help="tolerance floor, metric units")
     q.add_argument("--note", default="", help="how the runs were produced (stored in the baseline)")
+    q.add_argument(
+        "--reruns", help="runs directory with reruns of baseline seeds: measures rerun noise (paired gate)"
+    )
     return parser
 
 

@@ -302,7 +302,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 def cmd_ci(args: argparse.Namespace) -> int:
     from ci import report
-    from ci.baseline import MIN_SEEDS, make_baseline
+    from ci.baseline import ALPHA, MIN_SEEDS, make_baseline
     from ci.check import check
 
     runs = resolve_runs_dir(args.runs_dir)
@@ -315,10 +315,18 @@ def cmd_ci(args: argparse.Namespace) -> int:
 
             recipes = expand_recipes(args.recipes)
         doc = make_baseline(
-            runs, Path(args.output), args.profile, args.data_source, recipes=recipes,
-            min_seeds=args.min_seeds, alpha=args.alpha, rel_floor=args.rel_floor, abs_floor=args.abs_floor,
+            runs,
+            Path(args.output),
+            args.profile,
+            args.data_source,
+            recipes=recipes,
+            min_seeds=args.min_seeds,
+            alpha=ALPHA if args.alpha is None else args.alpha,
+            rel_floor=args.rel_floor,
+            abs_floor=args.abs_floor,
             note=args.note,
-        )  # fmt: skip
+            reruns=Path(args.reruns) if args.reruns else None,
+        )
         print(
             f"baseline with {len(doc['entries'])} entries over {len(doc['recipes'])} recipes: {args.output}"
         )

@@ -25,6 +25,18 @@ budget, so their seed noise is assumed alike): 3 recipes x 5 seeds give 12 degre
 and a recipe whose few seeds happen to agree does not get a razor-thin gate.  The floor (default 2% of the
 mean, at least 0.001) keeps a gate from failing on numerical noise.  Entries need at least
 :data:`MIN_SEEDS` seeds: a spread from fewer is no spread.
+
+Paired (rerun) rule: a baseline made with ``--reruns DIR`` (results of the same recipes and config rerun
+for some of the baseline's seeds, e.g. with another thread count) also stores each entry's
+``rerun_diffs`` (``[seed, rerun - stored]``), the pooled ``rerun_std`` = sqrt(sum d^2 / J) over the J
+pairs of its (task, task version, metric) (a rerun difference has mean 0 and variance 2 sigma_rerun^2)
+and ``k_rerun`` = the t quantile as above with J degrees of freedom.  When every current seed is one of the
+baseline's seeds (CI reruns them), the check compares each seed with its own stored value:
+
+    paired tolerance = max(floor, k_rerun * rerun_std / sqrt(m))
+
+A rerun of a seed differs from its stored value by float-level nondeterminism grown during training, far
+less than seeds differ from each other, so this gate is much sharper than the seed-spread one.
 """
 
 from __future__ import annotations
@@ -46,6 +58,7 @@ MIN_SEEDS = 3
 ALPHA = 0.005
 REL_FLOOR = 0.02
 ABS_FLOOR = 0.001
+PAIR_KEYS = ("rerun_diffs", "rerun_std", "rerun_df", "k_rerun")
 ENTRY_KEYS = ("recipe", "task", "metric", "direction", "mean", "std", "n", "pooled_std", "df", "task_version",
               "k", "floor")  # fmt: skip
 
@@ -54,6 +67,15 @@ def tolerance(entry: dict[str, Any], m: int = 1) -> float:
     """The entry's tolerance for a mean over ``m`` current seeds (see module docstring)."""
     se = float(entry["pooled_std"]) * math.sqrt(1.0 / max(1, m) + 1.0 / int(entry["n"]))
     return max(float(entry["floor"]), float(entry["k"]) * se)
+
+
+def paired_tolerance(entry: dict[str, Any], m: int = 1) -> float | None:
+    """Tolerance for the mean of ``m`` current seeds minus their stored values; ``None`` without reruns."""
+    if entry.get("rerun_std") is None:
+        return None
+    return max(
+        float(entry["floor"]), float(entry["k_rerun"]) * float(entry["rerun_std"]) / math.sqrt(max(1, m))
+    )
 
 
 def k_factor(direction: str, df: int, alpha: float) -> float:
@@ -83,6 +105,36 @@ def seedless_config(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def add_reruns(
+    entries: list[dict[str, Any]], records: list[Record], recipes: dict[str, dict[str, Any]], alpha: float
+) -> int:
+    """Store the rerun statistics (module docstring) of every entry from rerun ``records``; returns the
+    number of (seed, entry) pairs found."""
+    wrong = sorted({r.recipe for r in records if r.recipe in recipes
+                    and r.doc["recipe"]["config_hash"] != recipes[r.recipe]["config_hash"]})  # fmt: skip
+    if wrong:
+        raise ConfigError(f"--reruns: {', '.join(wrong)} rerun with another config than the baseline's")
+    values = {(r.recipe, r.task, r.version, m, r.seed): r.value(m) for r in records for m in shown_metrics(r)}
+    groups: dict[tuple[str, int, str], list[dict[str, Any]]] = defaultdict(list)
+    for e in entries:
+        key = (e["recipe"], e["task"], e["task_version"], e["metric"])
+        e["rerun_diffs"] = [[s, values[(*key, s)] - v] for s, v in zip(e["seeds"], e["values"], strict=True)
+                            if (*key, s) in values]  # fmt: skip
+        groups[(e["task"], e["task_version"], e["metric"])].append(e)
+    pairs = 0
+    for group in groups.values():
+        diffs = [d for e in group for _, d in e["rerun_diffs"]]
+        pairs += len(diffs)
+        for e in group:
+            if diffs:
+                e["rerun_std"] = math.sqrt(sum(d * d for d in diffs) / len(diffs))
+                e["rerun_df"] = len(diffs)
+                e["k_rerun"] = k_factor(e["direction"], len(diffs), alpha)
+            else:
+                e["rerun_std"] = e["rerun_df"] = e["k_rerun"] = None
+    return pairs
+
+
 def select(root: Path, profile: str, source: str) -> list[Record]:
     return [r for r in collect(root) if r.profile == profile and r.source == source]
 
@@ -99,8 +151,10 @@ def make_baseline(
     rel_floor: float = REL_FLOOR,
     abs_floor: float = ABS_FLOOR,
     note: str = "",
+    reruns: Path | None = None,
 ) -> dict[str, Any]:
-    """Write a baseline from the results of (profile, source) under ``root``; returns the document."""
+    """Write a baseline from the results of (profile, source) under ``root`` (and the rerun statistics
+    from ``reruns``, see the module docstring); returns the document."""
     records = [r for r in select(root, profile, source) if recipes is None or r.recipe in recipes]
     if not records:
         raise ConfigError(f"no results for profile {profile!r} and data source {source!r} under {root}")
@@ -156,6 +210,13 @@ def make_baseline(
             f"a baseline needs at least {min_seeds} seeds per entry, got fewer for {shown}; "
             f"run e.g. bench run --recipe {short[0].split()[0]} --seeds 0,1,2 --tasks ..."
         )
+    recipe_configs = {name: next(iter(ids.values())) for name, ids in sorted(configs.items())}
+    if reruns is not None:
+        rerun_records = [r for r in select(reruns, profile, source) if r.recipe in recipe_configs]
+        if not add_reruns(entries, rerun_records, recipe_configs, alpha):
+            raise ConfigError(
+                f"--reruns {reruns}: no rerun of a baseline seed found (same recipes and seeds)"
+            )
     doc = {
         "schema": SCHEMA,
         "profile": profile,
@@ -168,9 +229,12 @@ def make_baseline(
             "tolerance": "max(floor, k * pooled_std * sqrt(1/m + 1/n)); pooled_std over the recipes with the "
             "same (task, task version, metric), df = sum(n_r - 1); k = t(1 - alpha, df) one-sided, "
             "t(1 - alpha/2, df) for descriptive metrics; floor = max(rel_floor * |mean|, abs_floor)",
+            "paired_tolerance": "max(floor, k_rerun * rerun_std / sqrt(m)) when every current seed is a "
+            "baseline seed and reruns were measured; rerun_std = sqrt(sum d^2 / J) over the J rerun pairs of "
+            "the (task, task version, metric), k_rerun = the t quantile with J degrees of freedom",
         },
         "note": note,
-        "recipes": {name: next(iter(ids.values())) for name, ids in sorted(configs.items())},
+        "recipes": recipe_configs,
         "entries": entries,
     }
     atomic_write_text(out, json.dumps(doc, indent=2) + "\n")

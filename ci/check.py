@@ -13,6 +13,12 @@
 Passing statuses: ``ok`` and ``improved`` (better than the tolerance: consider regenerating the baseline).
 Results are the (profile, data source) of the baseline; a recipe's results under the baseline's config
 hash are compared when present, otherwise its newest config is diffed against the baseline's.
+
+Mode ``paired`` (every current seed is a baseline seed and the baseline measured rerun noise): the mean
+difference of each current seed to its own stored value against :func:`ci.baseline.paired_tolerance`;
+otherwise mode ``unpaired``: the current mean against the baseline mean with :func:`ci.baseline.tolerance`.
+A paired failure says whether the value is also outside seed noise (a regression) or only outside rerun
+noise (the seed no longer reproduces: a regression, or a change of the random stream).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ci.baseline import load_baseline, seedless_config, select, tolerance
+from ci.baseline import load_baseline, paired_tolerance, seedless_config, select, tolerance
 from leaderboard.collect import Record
 from leaderboard.stats import mean
 
@@ -42,6 +48,8 @@ class Finding:
     current: float | None = None
     current_n: int = 0
     tolerance: float | None = None
+    mode: str = ""  # "paired" (seeds compared with their own stored values) or "unpaired"
+    seeds: tuple[int, ...] = ()  # the current seeds
 
     @property
     def failed(self) -> bool:
@@ -100,27 +108,49 @@ def _entry(e: dict[str, Any], recs: list[Record]) -> Finding:
     if others:
         msg = f"task version {others} vs baseline {e['task_version']}: regenerate the baseline"
         return Finding(*key, "version", msg, **base)
-    values = [r.value(e["metric"]) for r in at_version if e["metric"] in r.doc["metrics"]]
-    if not values:
+    cur = {r.seed: r.value(e["metric"]) for r in at_version if e["metric"] in r.doc["metrics"]}
+    if not cur:
         return Finding(*key, "missing", "no current result", **base)
     bad = sorted({f"{m} in seed {r.seed}" for r in at_version for m in r.nonfinite()})
     if bad:
-        return Finding(
-            *key, "nonfinite", "non-finite metric: " + ", ".join(bad), **base, current_n=len(values)
-        )
-    cur, tol = mean(values), tolerance(e, len(values))
-    d = cur - float(e["mean"])
-    if e["direction"] == "descriptive":
-        status = "changed" if abs(d) > tol else "ok"
-        msg = f"descriptive metric moved by {d:+.3f}, more than ±{tol:.3f}" if status == "changed" else ""
+        msg = "non-finite metric: " + ", ".join(bad)
+        return Finding(*key, "nonfinite", msg, **base, current_n=len(cur))
+    stored = dict(zip(e["seeds"], e["values"], strict=True))
+    unpaired_tol, unpaired_d = tolerance(e, len(cur)), mean(list(cur.values())) - float(e["mean"])
+    paired_tol = paired_tolerance(e, len(cur)) if set(cur) <= set(stored) else None
+    if paired_tol is None:
+        mode, ref, tol, d = "unpaired", float(e["mean"]), unpaired_tol, unpaired_d
     else:
-        worse = -d if e["direction"] == "higher" else d
-        status = "regressed" if worse > tol else ("improved" if -worse > tol else "ok")
-        msg = {
-            "regressed": f"worse by {worse:.3f} > tolerance {tol:.3f}",
-            "improved": "better than the tolerance: consider regenerating the baseline",
-        }.get(status, "")
-    return Finding(*key, status, msg, **base, current=cur, current_n=len(values), tolerance=tol)
+        ref = mean([stored[s] for s in cur])
+        mode, tol, d = "paired", paired_tol, mean(list(cur.values())) - ref
+    status, msg = _judge(e["direction"], d, tol)
+    if status in ("regressed", "changed") and mode == "paired":
+        beyond = _judge(e["direction"], unpaired_d, unpaired_tol)[0] == status
+        msg += f"; seeds {sorted(cur)} vs their stored values, beyond rerun noise" + (
+            f" and beyond seed noise (±{unpaired_tol:.3f})"
+            if beyond
+            else f" but within seed noise (±{unpaired_tol:.3f}): the seeds no longer reproduce; "
+            "if the random stream changed on purpose, regenerate the baseline"
+        )
+    base["baseline"] = ref
+    return Finding(
+        *key, status, msg, **base, current=ref + d, current_n=len(cur), tolerance=tol, mode=mode,
+        seeds=tuple(sorted(cur)),
+    )  # fmt: skip
+
+
+def _judge(direction: str, d: float, tol: float) -> tuple[str, str]:
+    """Status and message of a difference ``d`` (current - reference) against ``tol``."""
+    if direction == "descriptive":
+        if abs(d) > tol:
+            return "changed", f"descriptive metric moved by {d:+.3f}, more than ±{tol:.3f}"
+        return "ok", ""
+    worse = -d if direction == "higher" else d
+    if worse > tol:
+        return "regressed", f"worse by {worse:.3f} > tolerance {tol:.3f}"
+    if -worse > tol:
+        return "improved", "better than the tolerance: consider regenerating the baseline"
+    return "ok", ""
 
 
 def check(root: Path, baseline_path: Path) -> list[Finding]:

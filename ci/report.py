@@ -14,17 +14,7 @@ from tabulate import tabulate
 from bench.results import atomic_write_text
 from ci.check import Finding
 
-HEADERS = [
-    "status",
-    "recipe",
-    "task",
-    "metric",
-    "current (n)",
-    "baseline mean ± std (n)",
-    "Δ",
-    "tolerance",
-    "note",
-]
+HEADERS = ["status", "recipe", "task", "metric", "current (n)", "reference", "Δ", "tolerance", "mode", "note"]
 
 
 def _num(x: float | None, nd: int = 3) -> str:
@@ -35,10 +25,17 @@ def rows(findings: list[Finding]) -> list[list[str]]:
     out = []
     for f in sorted(findings, key=lambda f: (not f.failed, f.recipe, f.task, f.metric)):
         cur = "—" if f.current is None else f"{f.current:.3f} ({f.current_n})"
-        base = "—" if f.baseline is None else f"{f.baseline:.3f} ± {f.baseline_std or 0:.3f} ({f.baseline_n})"
+        if f.baseline is None:
+            base = "—"
+        elif f.mode == "paired":
+            base = f"{f.baseline:.3f} (stored, seeds {', '.join(map(str, f.seeds))})"
+        else:
+            base = f"{f.baseline:.3f} ± {f.baseline_std or 0:.3f} (n={f.baseline_n})"
         delta = "—" if f.delta is None else f"{f.delta:+.3f}"
         status = f.status.upper() if f.failed else f.status
-        out.append([status, f.recipe, f.task, f.metric, cur, base, delta, _num(f.tolerance), f.message])
+        out.append(
+            [status, f.recipe, f.task, f.metric, cur, base, delta, _num(f.tolerance), f.mode, f.message]
+        )
     return out
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from bench.cli import main
 from bench.errors import ConfigError
-from ci.baseline import load_baseline, make_baseline, tolerance
+from ci.baseline import load_baseline, make_baseline, paired_tolerance, tolerance
 from ci.check import check, config_diff
 from tests.conftest import make_result
 from tests.leaderboard.test_leaderboard import _invariance
@@ -148,6 +148,68 @@ def test_missing_version_nonfinite_and_config_fail(tmp_path: Path) -> None:
     assert [f.status for f in findings] == ["config"]
     assert "train.epochs: 25 -> 20" in findings[0].message and "def456" in findings[0].message
     assert main(["ci", "check", str(other), "--baseline", str(base)]) == 1
+
+
+def _paired(tmp_path: Path) -> Path:
+    """moco 60/61/62 and moco_mixup 50/53/56 (pooled std sqrt(5), df 4); reruns: moco seed 0 -> 60.4,
+    moco_mixup seed 1 -> 52.8 (rerun differences 0.4 and -0.2: rerun_std sqrt(0.1), 2 pairs)."""
+    runs = _runs(tmp_path / "runs")
+    for seed, v in enumerate((50.0, 53.0, 56.0)):
+        _res(runs, "moco_mixup", seed, v)
+    reruns = tmp_path / "reruns"
+    _res(reruns, "moco", 0, 60.4)
+    _res(reruns, "moco_mixup", 1, 52.8)
+    base = tmp_path / "base.json"
+    argv = ["ci", "baseline", str(runs), "-o", str(base), "--reruns", str(reruns), "--alpha", "0.01"]
+    assert main(argv) == 0
+    return base
+
+
+def test_paired_gate_with_measured_rerun_noise(tmp_path: Path) -> None:
+    base = _paired(tmp_path)
+    entries = {(e["recipe"], e["task"], e["metric"]): e for e in load_baseline(base)["entries"]}
+    moco = entries[("moco", "linear/cifar10", "top1")]
+    assert moco["rerun_diffs"] == [[0, pytest.approx(0.4)]]
+    assert entries[("moco_mixup", "linear/cifar10", "top1")]["rerun_diffs"] == [[1, pytest.approx(-0.2)]]
+    assert moco["rerun_std"] == pytest.approx(math.sqrt((0.4**2 + 0.2**2) / 2)) and moco["rerun_df"] == 2
+    assert moco["k_rerun"] == pytest.approx(T_99_2, abs=1e-5)
+    paired_tol = max(0.02 * 61.0, T_99_2 * math.sqrt(0.1))  # 2.20: far below the seed-noise tolerance
+    seed_tol = T_99_4 * math.sqrt(5) * math.sqrt(1 + 1 / 3)  # 9.675
+    assert paired_tolerance(moco) == pytest.approx(paired_tol, abs=1e-4)
+    assert tolerance(moco) == pytest.approx(seed_tol, abs=1e-4)
+
+    def top1(name: str, value: float, seed: int = 0) -> Any:
+        runs = tmp_path / name
+        _res(runs, "moco", seed, value)
+        (f,) = [f for f in check(runs, base) if (f.recipe, f.task) == ("moco", "linear/cifar10")]
+        return f
+
+    ok = top1("a", 60.0 - paired_tol + 0.1)  # seed 0 is compared with its own stored 60.0
+    assert (ok.status, ok.mode, ok.baseline, ok.tolerance) == (
+        "ok",
+        "paired",
+        60.0,
+        pytest.approx(paired_tol),
+    )
+    drift = top1("b", 55.0)  # within seed noise (61 - 9.67) but not a rerun of seed 0 any more
+    assert drift.status == "regressed" and "within seed noise (±9.675)" in drift.message
+    assert "the seeds no longer reproduce" in drift.message
+    broken = top1("c", 45.0)
+    assert broken.status == "regressed" and "beyond rerun noise and beyond seed noise" in broken.message
+    new_seed = top1("d", 55.0, seed=7)  # not a baseline seed: compared with the seed spread
+    assert (new_seed.status, new_seed.mode, new_seed.baseline) == ("ok", "unpaired", 61.0)
+
+
+def test_reruns_must_match_the_baseline(tmp_path: Path) -> None:
+    runs = _runs(tmp_path / "runs")
+    other = tmp_path / "other"
+    _res(other, "moco", 9, 60.0)  # seed 9 is not a baseline seed
+    with pytest.raises(ConfigError, match="no rerun of a baseline seed"):
+        make_baseline(runs, tmp_path / "b.json", "smoke", "synthetic", reruns=other)
+    changed = tmp_path / "changed"
+    _res(changed, "moco", 0, 60.0, config_hash="zzz")
+    with pytest.raises(ConfigError, match="moco rerun with another config"):
+        make_baseline(runs, tmp_path / "b.json", "smoke", "synthetic", reruns=changed)
 
 
 def test_config_diff_names_keys() -> None:
