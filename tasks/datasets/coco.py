@@ -48,14 +48,15 @@ COCO_SYNTH_CATEGORIES = (
     (3, "car", "vehicle", "square"),
     (16, "bird", "animal", "triangle"),
     (18, "dog", "animal", "heart"),
-    (37, "sports ball", "sports", "disc"),
-    (38, "kite", "sports", "star"),
 )
+#: 2-3 objects of radius 9-16 px in 64-80 px images.
 COCO_SYNTH_STYLE = scenes.SceneStyle(
     shapes=tuple(c[3] for c in COCO_SYNTH_CATEGORIES),
-    objects=(2, 4),
-    widths=(80, 88, 96),
-    heights=(64, 72, 80),
+    widths=(64, 72, 80),
+    heights=(64, 72),
+    objects=(2, 3),
+    radius=(9.0, 16.0),
+    distractors=1,
 )
 #: Stand-in sizes per scale: images of (train2017, val2017).
 COCO_SYNTH_COUNTS = {"smoke": (600, 150), "tiny": (24, 12)}

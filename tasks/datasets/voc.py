@@ -55,15 +55,16 @@ VOC_PREPARE_HINT = (
 )
 _TITLE = "PASCAL VOC"
 #: The stand-in's classes: VOC class name -> shape drawn (in VOC order).
-VOC_SYNTH_SHAPES = {
-    "aeroplane": "star",
-    "bird": "triangle",
-    "bus": "square",
-    "car": "disc",
-    "cat": "heart",
-    "person": "cross",
-}
-VOC_SYNTH_STYLE = scenes.SceneStyle(shapes=tuple(VOC_SYNTH_SHAPES.values()))
+VOC_SYNTH_SHAPES = {"aeroplane": "star", "bus": "square", "car": "disc", "person": "cross"}
+#: 1-3 objects of radius 9-16 px (the sizes the smoke backbone saw in pretraining) in 64-80 px images.
+VOC_SYNTH_STYLE = scenes.SceneStyle(
+    shapes=tuple(VOC_SYNTH_SHAPES.values()),
+    widths=(64, 72, 80),
+    heights=(56, 64, 72),
+    objects=(1, 3),
+    radius=(9.0, 16.0),
+    distractors=1,
+)
 #: Stand-in sizes per scale: images of (VOC2007 trainval, VOC2012 trainval, VOC2007 test).
 VOC_SYNTH_COUNTS = {"smoke": (300, 300, 150), "tiny": (16, 16, 12)}
 

@@ -18,6 +18,7 @@ ImageNet's mean/std inside the model (``GeneralizedRCNNTransform``), like ``Back
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from functools import partial
 
@@ -31,7 +32,7 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.models.detection.rpn import AnchorGenerator
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.models.resnet import ResNet
-from torchvision.ops import MultiScaleRoIAlign
+from torchvision.ops import MultiScaleRoIAlign, roi_align
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from pretrain.backbones import IMAGENET_MEAN, IMAGENET_STD, build_backbone
@@ -102,6 +103,47 @@ class C4MaskHead(nn.Module):
         return torch.as_tensor(self.head(x))
 
 
+class AlignedRoIPool(MultiScaleRoIAlign):
+    """detectron2's ``ROIAlignV2`` pooler: RoIAlign with ``aligned=True`` (half-pixel offset) on feature
+    maps of known ``strides``; with several levels each box is pooled from level
+    ``floor(4 + log2(sqrt(area) / 224))`` clamped to the available ones (detectron2's
+    ``assign_boxes_to_levels``).  A ``MultiScaleRoIAlign`` subclass only so torchvision's detectors take
+    it."""
+
+    def __init__(self, featmap_names: list[str], output_size: int, strides: list[int]) -> None:
+        super().__init__(featmap_names, output_size, 0)
+        self.strides = strides
+
+    def forward(
+        self, x: dict[str, torch.Tensor], boxes: list[torch.Tensor], image_shapes: list[tuple[int, int]]
+    ) -> torch.Tensor:
+        feats = [x[name] for name in self.featmap_names]
+        index = [torch.full((len(b), 1), i, dtype=b.dtype, device=b.device) for i, b in enumerate(boxes)]
+        rois = torch.cat([torch.cat(index), torch.cat(boxes)], dim=1)
+        size = self.output_size
+        if len(feats) == 1:
+            return roi_align(feats[0], rois, size, 1.0 / self.strides[0], 0, aligned=True)
+        log2s = [int(math.log2(s)) for s in self.strides]
+        side = torch.sqrt((rois[:, 3] - rois[:, 1]) * (rois[:, 4] - rois[:, 2]))
+        level = torch.floor(4 + torch.log2(side / 224 + 1e-8)).clamp(log2s[0], log2s[-1]).long()
+        out = feats[0].new_zeros((len(rois), feats[0].shape[1], *size))
+        for feat, stride, lv in zip(feats, self.strides, log2s, strict=True):
+            idx = torch.nonzero(level == lv).squeeze(1)
+            out[idx] = roi_align(feat, rois[idx], size, 1.0 / stride, 0, aligned=True)
+        return out
+
+
+def _init_predictors(box: FastRCNNPredictor, mask: MaskRCNNPredictor | None) -> None:
+    """detectron2's initialisation of the output layers: N(0, 0.01) class scores, N(0, 0.001) box deltas and
+    mask logits, zero biases (torchvision's defaults start much larger)."""
+    for layer, std in ((box.cls_score, 0.01), (box.bbox_pred, 0.001)):
+        nn.init.normal_(layer.weight, std=std)
+        nn.init.zeros_(layer.bias)
+    if mask is not None:
+        nn.init.normal_(mask.mask_fcn_logits.weight, std=0.001)
+        nn.init.zeros_(mask.mask_fcn_logits.bias)
+
+
 def _transform(p: DetProtocol, size_divisible: int) -> GeneralizedRCNNTransform:
     return GeneralizedRCNNTransform(
         p.min_size_train,
@@ -135,29 +177,32 @@ def build_tv_detector(p: DetProtocol, backbone_name: str, num_classes: int) -> G
         image_std=list(IMAGENET_STD),
     )
     model: GeneralizedRCNN
+    mask_predictor = None
     if p.arch == "c4":
         trunk = C4Trunk(net)
         anchors = AnchorGenerator((p.anchor_sizes[0],), (p.aspect_ratios,))
         head = Res5Head(net.layer4, channels[3], p.extra_norm_after_res5)
-        pool = MultiScaleRoIAlign(["0"], p.pooler_resolution, 0)
+        res4_stride = stem_stride(net) * 4
+        box_predictor = FastRCNNPredictor(channels[3], num_classes + 1)
         kwargs = dict(
             common,
             rpn_anchor_generator=anchors,
-            box_roi_pool=pool,
+            box_roi_pool=AlignedRoIPool(["0"], p.pooler_resolution, [res4_stride]),
             box_head=C4BoxHead(head),
-            box_predictor=FastRCNNPredictor(channels[3], num_classes + 1),
+            box_predictor=box_predictor,
         )
         if p.mask:
-            mask_pool = MultiScaleRoIAlign(["0"], p.mask_pooler_resolution, 0)
+            mask_predictor = MaskRCNNPredictor(channels[3], p.mask_head_conv_dim, num_classes + 1)
             model = MaskRCNN(
                 trunk,
-                mask_roi_pool=mask_pool,
+                mask_roi_pool=AlignedRoIPool(["0"], p.mask_pooler_resolution, [res4_stride]),
                 mask_head=C4MaskHead(head),
-                mask_predictor=MaskRCNNPredictor(channels[3], p.mask_head_conv_dim, num_classes + 1),
+                mask_predictor=mask_predictor,
                 **kwargs,
             )
         else:
             model = FasterRCNN(trunk, **kwargs)
+        _init_predictors(box_predictor, mask_predictor)
         model.transform = _transform(p, 1)
         return model
     levels = [int(f.removeprefix("res")) - 2 for f in p.fpn_in_features]  # res3 -> layer2 (index 1)
@@ -171,6 +216,7 @@ def build_tv_detector(p: DetProtocol, backbone_name: str, num_classes: int) -> G
         norm_layer=norm,
     )
     names = [str(k) for k in range(len(levels))]
+    strides = [stem_stride(net) * 2**i for i in levels]
     anchors = AnchorGenerator(tuple(p.anchor_sizes), (p.aspect_ratios,) * len(p.anchor_sizes))
     pool_size = p.pooler_resolution
     box_head = FastRCNNConvFCHead(
@@ -179,19 +225,21 @@ def build_tv_detector(p: DetProtocol, backbone_name: str, num_classes: int) -> G
         [p.box_head_fc_dim],
         norm_layer=norm,
     )
+    box_predictor = FastRCNNPredictor(p.box_head_fc_dim, num_classes + 1)
+    mask_predictor = MaskRCNNPredictor(p.mask_head_conv_dim, p.mask_head_conv_dim, num_classes + 1)
+    mask_convs = [p.mask_head_conv_dim] * p.mask_head_convs
     model = MaskRCNN(
         fpn,
         rpn_anchor_generator=anchors,
-        box_roi_pool=MultiScaleRoIAlign(names, pool_size, 0),
+        box_roi_pool=AlignedRoIPool(names, pool_size, strides),
         box_head=box_head,
-        box_predictor=FastRCNNPredictor(p.box_head_fc_dim, num_classes + 1),
-        mask_roi_pool=MultiScaleRoIAlign(names, p.mask_pooler_resolution, 0),
-        mask_head=MaskRCNNHeads(
-            p.fpn_channels, [p.mask_head_conv_dim] * p.mask_head_convs, 1, norm_layer=norm
-        ),
-        mask_predictor=MaskRCNNPredictor(p.mask_head_conv_dim, p.mask_head_conv_dim, num_classes + 1),
+        box_predictor=box_predictor,
+        mask_roi_pool=AlignedRoIPool(names, p.mask_pooler_resolution, strides),
+        mask_head=MaskRCNNHeads(p.fpn_channels, mask_convs, 1, norm_layer=norm),
+        mask_predictor=mask_predictor,
         **common,
     )
+    _init_predictors(box_predictor, mask_predictor)
     model.transform = _transform(p, res5_stride)
     return model
 
