@@ -263,8 +263,14 @@ def load_pretrained(trainer: AugbenchTrainer, tensors: dict[str, torch.Tensor], 
     unless every tensor loaded and every trunk tensor of the model was covered."""
     converted = convert_state_dict(tensors)
     checkpoint = {"model": dict(converted), "__author__": "augbench", "matching_heuristics": True}
+    model_state = trainer.checkpointer.model.state_dict()
+    shapes = set()
+    for key, value in converted.items():  # the heuristics drop mis-shaped tensors silently: find them here
+        matches = [m for m in model_state if m == key or m.endswith("." + key)]
+        if matches and all(model_state[m].shape != value.shape for m in matches):
+            shapes.add(key)
     incompatible = trainer.checkpointer._load_model(checkpoint)
-    shapes = {k for k, _, _ in incompatible.incorrect_shapes}
+    shapes |= {k for k, _, _ in incompatible.incorrect_shapes}
     not_loaded = set(incompatible.unexpected_keys) & set(converted)
     uncovered = [k for k in incompatible.missing_keys if _TRUNK.search(k) and ".res5.norm." not in k]
     check_complete(

@@ -15,18 +15,23 @@ protocol, the weights digest and the seed: anything else starts over).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib
 import json
+import logging
 import tempfile
 import time
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError, ConfigError
 from pretrain.backbones import Backbone
+from pretrain.distributed import world_size
 from tasks.base import Metric, TaskContext, TaskOutput
 from tasks.datasets.coco import load_coco
 from tasks.datasets.detection import DetSplit
@@ -143,21 +148,14 @@ def run_protocol(task: DenseTransferTask, p: DetProtocol, backbone: Backbone, ct
     work_dir.mkdir(parents=True, exist_ok=True)
     key = state_key(task, p, ctx, backbone)
     try:
-        if task.backend == "detectron2":
-            if not detectron2_available():
-                raise BenchError(
-                    f"{task.name} needs detectron2, which does not import here; install it from its "
-                    f"repository (README: detection) or use {task.base}@torchvision"
-                )
-            module = importlib.import_module("tasks.detection.d2_backend")
-        else:
-            module = importlib.import_module("tasks.detection.tv_backend")
-        metrics, details = module.run(p, backbone, train, test, work_dir, key, ctx)
+        with _quiet():
+            metrics, details = _run_backend(task, p, backbone, train, test, work_dir, key, ctx)
     finally:
         if tmp is not None:
             tmp.cleanup()
     details = {
         "backend": task.backend,
+        "norm_effective": p.norm if task.backend == "detectron2" and world_size() > 1 else "BN",
         "iterations": p.iterations,
         "batch": p.batch,
         "min_size_train": list(p.min_size_train),
@@ -170,6 +168,44 @@ def run_protocol(task: DenseTransferTask, p: DetProtocol, backbone: Backbone, ct
     }
     details["seconds"] = {"read_annotations": read_seconds, **details.get("seconds", {})}
     return TaskOutput(metrics=metrics, details=details)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence third-party deprecation chatter (torch.jit.script, meshgrid, fx tracing) during a run."""
+    fx_logger = logging.getLogger("torch.fx._symbolic_trace")
+    level = fx_logger.level
+    fx_logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
+            warnings.filterwarnings("ignore", message=r"torch\.meshgrid", category=UserWarning)
+            yield
+    finally:
+        fx_logger.setLevel(level)
+
+
+def _run_backend(
+    task: DenseTransferTask,
+    p: DetProtocol,
+    backbone: Backbone,
+    train: DetSplit,
+    test: DetSplit,
+    work_dir: Path,
+    key: str,
+    ctx: TaskContext,
+) -> tuple[dict[str, float], dict[str, Any]]:
+    if task.backend == "detectron2":
+        if not detectron2_available():
+            raise BenchError(
+                f"{task.name} needs detectron2, which does not import here; install it from its "
+                f"repository (README: detection) or use {task.base}@torchvision"
+            )
+        module = importlib.import_module("tasks.detection.d2_backend")
+    else:
+        module = importlib.import_module("tasks.detection.tv_backend")
+    result: tuple[dict[str, float], dict[str, Any]] = module.run(p, backbone, train, test, work_dir, key, ctx)
+    return result
 
 
 def build_dense_task(base: str, argument: str | None) -> DenseTransferTask:
