@@ -313,6 +313,7 @@ def run(
         raise DatasetError(f"{p.dataset}: the train and test splits define different classes")
     timer = Timer()
     t = time.perf_counter()
+    torch.manual_seed(ctx.seed)  # the heads' initialisation
     model = build_tv_detector(p, backbone.name, len(train_split.classes))
     tensors = {k: v.detach().cpu() for k, v in backbone.net.state_dict().items()}
     loaded = load_backbone(model, p, backbone.name, tensors)
