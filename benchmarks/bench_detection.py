@@ -5,7 +5,8 @@ stand-ins (600 training images each; 150 test images), a randomly initialised ``
 protocol shortened to ``--iterations`` (default 40) plus its 10 PRECISE_BN batches, then evaluation on the
 whole test split.  Measured per (task, backend) from the phases each backend reports (``details.seconds``):
 
-* ``iters_per_s``: training iterations (batch 4) per second of training time (data + model);
+* ``iters_per_s``: training iterations (batch 4) per second of training time (data + model, including the
+  PRECISE_BN batches);
 * ``outside_model_share``: the share of the whole task's wall time spent outside the network: reading
   annotations, loading/augmenting training batches, and the metric (VOC AP / COCOeval and the evaluators'
   bookkeeping).  detectron2 reports its test-time image loading inside ``eval``, so its share is a lower
@@ -56,7 +57,8 @@ def measure(base: str, backend: str, root: Path, iterations: int) -> dict[str, A
     out = run_protocol(DenseTransferTask(base, TASKS[base], backend), p, backbone, ctx)
     total = time.perf_counter() - t0
     sec = out.details["seconds"]
-    train = sec["train"] if backend == "detectron2" else sec["data"] + sec["model"]
+    # training incl. the 10 PRECISE_BN batches (detectron2 runs them inside ``train``)
+    train = sec["train"] if backend == "detectron2" else sec["data"] + sec["model"] + sec["precise_bn"]
     outside = sum(sec.get(k, 0.0) for k in OUTSIDE)
     return {
         "task": base,

@@ -25,10 +25,13 @@ from tasks.detection.tasks import DenseTransferTask, detectron2_available, run_p
 from tasks.features import state_dict_digest
 
 BACKENDS = ["torchvision", *(["detectron2"] if detectron2_available() else [])]
-#: Learning-signal floors (smoke profile, MoCo init, seed 0).  A zero-iteration detector scores < 2 on
-#: each (checked below); measured with MoCo init: VOC AP50 ~40 on both backends (seed spread about +-8),
-#: COCO box AP50 ~20 and mask AP50 ~12-15 (docs/detection.md).  The floors sit at about 40% of those.
-VOC_AP50_FLOOR = 15.0
+#: Learning-signal floors (smoke profile, MoCo init, seed 0).  Measured (docs/detection.md): a zero-iteration
+#: detector scores < 2 (checked below); after the 200 smoke iterations MoCo init reaches VOC AP50 23-45 (seeds
+#: 0/1, both backends), COCO box AP50 17-24 and mask AP50 11-18; random init after the same training 13-16,
+#: 13 and 13.  The floors only assert that fine-tuning works end to end, well above the zero-iteration
+#: detector and below every measured MoCo run with margin for another CPU's rounding (MoCo vs random init
+#: is reported in the docs, not asserted).
+VOC_AP50_FLOOR = 10.0
 COCO_BOX_AP50_FLOOR = 8.0
 COCO_MASK_AP50_FLOOR = 5.0
 
