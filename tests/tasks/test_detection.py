@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.errors import CheckpointError, ConfigError, UnknownNameError
+from bench.errors import BenchError, CheckpointError, ConfigError, UnknownNameError
 from pretrain.backbones import build_backbone
 from tasks.base import TaskContext
 from tasks.datasets.coco import annotation_file, load_coco
@@ -385,3 +386,22 @@ def test_a_task_object_is_what_the_registry_builds() -> None:
     task = build_dense_task("instseg/coco", "c4_1x@torchvision")
     assert task == DenseTransferTask("instseg/coco", "c4_1x", "torchvision")
     assert replace(task, backend="detectron2").name == "instseg/coco:c4_1x@detectron2"
+
+
+def test_without_the_optional_stacks(
+    det_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No detectron2: auto picks torchvision and an explicit @detectron2 fails with one line; no
+    pycocotools: the task fails naming the extra (before any training)."""
+    import tasks.detection.tasks as dense
+
+    monkeypatch.setattr(dense, "detectron2_available", lambda: False)
+    assert resolve_backend("auto") == "torchvision"
+    backbone = build_backbone("narrow_resnet18")
+    ctx = TaskContext(det_root, True, "smoke", torch.device("cpu"), det_root, 0, "x", progress=False)
+    p = build_protocol("det/voc07", None, "smoke")
+    with pytest.raises(BenchError, match=r"needs detectron2.*det/voc07@torchvision"):
+        dense.run_protocol(DenseTransferTask("det/voc07", "c4_24k", "detectron2"), p, backbone, ctx)
+    monkeypatch.setitem(sys.modules, "pycocotools", None)
+    with pytest.raises(BenchError, match=r"pip install 'augbench\[det\]'"):
+        dense.run_protocol(DenseTransferTask("det/voc07", "c4_24k", "torchvision"), p, backbone, ctx)
