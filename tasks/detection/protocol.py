@@ -1,7 +1,7 @@
 """The detection / instance-segmentation protocols: one typed definition per (task, variant, profile).
 
 Both backends read the same :class:`DetProtocol`: detectron2's config is generated from it
-(:func:`tasks.detection.d2_backend.build_cfg`) and the torchvision models are built from it
+(:func:`tasks.detection.d2_config.build_cfg`) and the torchvision models are built from it
 (:mod:`tasks.detection.tv_model`).
 
 Paper profile = the MoCo detection protocols (He et al. 2020, arXiv 1911.05722, Appendix A; configs of

@@ -138,7 +138,7 @@ def _d2_model(name: str, arch: str) -> torch.nn.Module:
         pytest.skip("detectron2 does not import")
     from detectron2.modeling import build_model
 
-    from tasks.detection.d2_backend import build_cfg
+    from tasks.detection.d2_config import build_cfg
     from tasks.detection.d2_model import register
 
     register()
