@@ -405,3 +405,41 @@ def test_without_the_optional_stacks(
     monkeypatch.setitem(sys.modules, "pycocotools", None)
     with pytest.raises(BenchError, match=r"pip install 'augbench\[det\]'"):
         dense.run_protocol(DenseTransferTask("det/voc07", "c4_24k", "torchvision"), p, backbone, ctx)
+
+
+@pytest.mark.parametrize(
+    ("task", "variant", "profile", "backbone"),
+    [
+        ("det/voc07", None, "paper", "resnet50"),
+        ("instseg/coco", "c4_2x", "smoke", "narrow_resnet18"),
+        ("instseg/coco", "fpn_1x", "smoke", "narrow_resnet18"),
+        ("instseg/coco", "fpn_1x", "paper", "resnet50"),
+    ],
+)
+def test_both_backends_build_the_same_architecture(
+    task: str, variant: str | None, profile: str, backbone: str
+) -> None:
+    """Generated detectron2 config and torchvision builder agree on the model: the same parameter count up
+    to torchvision's background outputs (the paper R50-C4 Faster R-CNN has detectron2's 33.2M)."""
+    pytest.importorskip("detectron2")
+    if not detectron2_available():
+        pytest.skip("detectron2 does not import")
+    from detectron2.modeling import build_model
+
+    from tasks.detection.d2_config import build_cfg
+    from tasks.detection.d2_model import register
+
+    register()
+    p = build_protocol(task, variant, profile)
+    ctx = TaskContext(Path("."), True, profile, torch.device("cpu"), Path("."), 0, "x", progress=False)
+    d2 = build_model(build_cfg(p, build_backbone(backbone), 20, ["unused"], "unused", Path("."), ctx))
+    tv = build_tv_detector(p, backbone, 20)
+    d2_count, tv_count = (sum(q.numel() for q in m.parameters()) for m in (d2, tv))
+    # torchvision's predictors also have outputs for the background class: 4 box deltas and a mask logit
+    box_in = tv.roi_heads.box_predictor.bbox_pred.in_features
+    extra = 4 * (box_in + 1)
+    if p.mask:
+        extra += tv.roi_heads.mask_predictor.mask_fcn_logits.in_channels + 1
+    assert tv_count - d2_count == extra
+    if task == "det/voc07":
+        assert round(d2_count / 1e6, 1) == 33.2
