@@ -26,7 +26,7 @@ from tasks.features import state_dict_digest
 
 BACKENDS = ["torchvision", *(["detectron2"] if detectron2_available() else [])]
 #: Learning-signal floors (smoke profile, MoCo init, seed 0).  Measured (docs/detection.md): a zero-iteration
-#: detector scores < 2 (checked below); after the 200 smoke iterations MoCo init reaches VOC AP50 23-45 (seeds
+#: detector scores < 2 (checked below); after the 200 smoke iterations MoCo init reaches VOC AP50 32-45 (seeds
 #: 0/1, both backends), COCO box AP50 17-24 and mask AP50 11-18; random init after the same training 13-16,
 #: 13 and 13.  The floors only assert that fine-tuning works end to end, well above the zero-iteration
 #: detector and below every measured MoCo run with margin for another CPU's rounding (MoCo vs random init
