@@ -13,8 +13,10 @@ from pathlib import Path
 
 from bench.errors import DatasetError
 from bench.registry import Registry
-from tasks.datasets import cifar, food101, imagefolder, inat, places365
+from tasks.datasets import cifar, coco, food101, imagefolder, inat, places365, voc
 from tasks.datasets.base import ImageDataset, OnCorrupt
+from tasks.datasets.synth.scenes import SCENE_VERSION
+from tasks.datasets.synth.shapes import GENERATOR_VERSION
 
 SYNTHETIC_SCALES = ("smoke", "tiny")
 
@@ -37,9 +39,13 @@ class DatasetInfo:
             ``None`` (a given ``size`` without ``resize`` keeps their ratio).
         synthetic_image_size: side in pixels of the synthetic stand-in's images.
         prepare_hint: how to obtain the real data (shown in errors).
-        loader: ``(root, split, size, resize, on_corrupt) -> ImageDataset``.
+        loader: ``(root, split, size, resize, on_corrupt) -> ImageDataset``, or ``None`` for datasets that
+            are not image-classification sets (detection: VOC, COCO; their tasks read them directly).
         synthesizer: ``(root, seed, scale) -> None``; writes the stand-in into ``root / relpath``.
         verifier: ``(root, check_images) -> list[str]`` of problems.
+        counter: ``(root, split) -> number of images`` without decoding any (default: ``len(load(...))``).
+        generator_version: version of the stand-in's renderer (a cached stand-in of another version is
+            regenerated).
     """
 
     name: str
@@ -54,9 +60,11 @@ class DatasetInfo:
     default_resize: int
     synthetic_image_size: int
     prepare_hint: str
-    loader: Callable[[Path, str, int, int, OnCorrupt], ImageDataset]
+    loader: Callable[[Path, str, int, int, OnCorrupt], ImageDataset] | None
     synthesizer: Callable[[Path, int, str], None]
     verifier: Callable[[Path, bool], list[str]]
+    counter: Callable[[Path, str], int] | None = None
+    generator_version: int = GENERATOR_VERSION
 
     def path(self, root: Path | str) -> Path:
         """Where this dataset lives under ``root``."""
@@ -73,6 +81,8 @@ class DatasetInfo:
         """Load ``split`` from ``root`` (sizes default to ``default_size``/``default_resize``)."""
         if split not in self.splits:
             raise DatasetError(f"{self.name} has splits {', '.join(self.splits)}; got {split!r}")
+        if self.loader is None:
+            raise DatasetError(f"{self.name} is not an image-classification dataset: {self.description}")
         if not self.path(root).is_dir():
             raise DatasetError(f"{self.name} not found: no directory {self.path(root)}; {self.prepare_hint}")
         if size is None:
@@ -80,6 +90,12 @@ class DatasetInfo:
         if resize is None:  # keep the default resize/size ratio (256/224 for ImageNet)
             resize = round(size * self.default_resize / self.default_size)
         return self.loader(Path(root), split, size, resize, on_corrupt)
+
+    def count(self, root: Path | str, split: str) -> int:
+        """Number of images in ``split`` under ``root``."""
+        if self.counter is not None:
+            return self.counter(Path(root), split)
+        return len(self.load(root, split).labels)
 
     def write_synthetic(self, root: Path | str, seed: int, scale: str) -> None:
         """Write the synthetic stand-in (``scale`` in :data:`SYNTHETIC_SCALES`) into ``root / relpath``.
@@ -219,7 +235,45 @@ def build_dataset_registry() -> Registry[DatasetInfo]:
         synthesizer=inat.write_synthetic_inat2018,
         verifier=inat.verify_inat2018,
     )
-    for info in (cifar10, imagenet, cifar100, food, places, inat2018):
+    voc_info = DatasetInfo(
+        name="voc",
+        description="PASCAL VOC 2007+2012 detection: 16,551 trainval (07+12) / 4,952 test (07), 20 classes",
+        relpath=voc.VOC_DIR,
+        splits=voc.VOC_SPLITS,
+        train_split="trainval",
+        test_split="test",
+        num_classes=len(voc.VOC_CLASSES),
+        synthetic_classes=len(voc.VOC_SYNTH_SHAPES),
+        default_size=800,
+        default_resize=800,
+        synthetic_image_size=max(voc.VOC_SYNTH_STYLE.widths),
+        prepare_hint=voc.VOC_PREPARE_HINT,
+        loader=None,
+        synthesizer=voc.write_synthetic_voc,
+        verifier=voc.verify_voc,
+        counter=voc.count_voc,
+        generator_version=SCENE_VERSION,
+    )
+    coco_info = DatasetInfo(
+        name="coco",
+        description="COCO 2017 instances: 118k train2017 / 5k val2017 images, 80 classes, polygon masks",
+        relpath=coco.COCO_DIR,
+        splits=coco.COCO_SPLITS,
+        train_split="train2017",
+        test_split="val2017",
+        num_classes=coco.COCO_NUM_CLASSES,
+        synthetic_classes=len(coco.COCO_SYNTH_CATEGORIES),
+        default_size=800,
+        default_resize=800,
+        synthetic_image_size=max(coco.COCO_SYNTH_STYLE.widths),
+        prepare_hint=coco.COCO_PREPARE_HINT,
+        loader=None,
+        synthesizer=coco.write_synthetic_coco,
+        verifier=coco.verify_coco,
+        counter=coco.count_coco,
+        generator_version=SCENE_VERSION,
+    )
+    for info in (cifar10, imagenet, cifar100, food, places, inat2018, voc_info, coco_info):
         registry.register(info.name, info)
     return registry
 

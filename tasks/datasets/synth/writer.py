@@ -24,7 +24,6 @@ from typing import Any
 
 from bench.errors import DatasetError
 from tasks.datasets.registry import DATASETS, SYNTHETIC_SCALES, DatasetInfo
-from tasks.datasets.synth.shapes import GENERATOR_VERSION
 
 MARKER = ".augbench-synthetic.json"
 ROOT_MARKER = ".augbench-synthetic-root"
@@ -70,10 +69,10 @@ def _generate(root: Path, info: DatasetInfo, seed: int, scale: str) -> None:
     tmp.mkdir()
     try:
         info.write_synthetic(tmp, seed, scale)
-        counts = {split: len(info.load(tmp, split).labels) for split in info.splits}
+        counts = {split: info.count(tmp, split) for split in info.splits}
         marker = {
             "generator": "tasks.datasets.synth.shapes",
-            "generator_version": GENERATOR_VERSION,
+            "generator_version": info.generator_version,
             "dataset": info.name,
             "seed": seed,
             "scale": scale,
@@ -115,7 +114,7 @@ def ensure_synthetic(
             shutil.rmtree(leftover, ignore_errors=True)
         for info in infos:
             marker = read_marker(root, info.name)
-            wanted = {"generator_version": GENERATOR_VERSION, "seed": seed, "scale": scale}
+            wanted = {"generator_version": info.generator_version, "seed": seed, "scale": scale}
             if marker is not None and all(marker.get(key) == value for key, value in wanted.items()):
                 continue
             target = info.path(root)
