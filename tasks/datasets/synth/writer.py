@@ -70,10 +70,11 @@ def _generate(root: Path, info: DatasetInfo, seed: int, scale: str) -> None:
     tmp.mkdir()
     try:
         info.write_synthetic(tmp, seed, scale)
-        counts = {split: len(info.load(tmp, split).labels) for split in info.splits}
+        counts = {split: info.count(tmp, split) for split in info.splits}
         marker = {
-            "generator": "tasks.datasets.synth.shapes",
+            "generator": info.synthesizer.__module__,
             "generator_version": GENERATOR_VERSION,
+            "dataset_version": info.synthetic_version,
             "dataset": info.name,
             "seed": seed,
             "scale": scale,
@@ -116,6 +117,8 @@ def ensure_synthetic(
         for info in infos:
             marker = read_marker(root, info.name)
             wanted = {"generator_version": GENERATOR_VERSION, "seed": seed, "scale": scale}
+            if info.synthetic_version:  # datasets with a renderer of their own (e.g. dense scenes)
+                wanted["dataset_version"] = info.synthetic_version
             if marker is not None and all(marker.get(key) == value for key, value in wanted.items()):
                 continue
             target = info.path(root)
