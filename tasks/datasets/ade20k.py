@@ -90,7 +90,11 @@ ADE20K_STYLE = SceneStyle(
         StuffClass(4, "dstripes"),  # floor
         StuffClass(7, "hstripes"),  # road
     ),
-    things=(ThingClass(13, "heart"), ThingClass(21, "arrow"), ThingClass(20, "ring")),  # person, car, chair
+    things=(  # person, car, chair
+        ThingClass(13, "heart", "dots"),
+        ThingClass(21, "arrow", "stripes"),
+        ThingClass(20, "ring", "solid"),
+    ),
     bands=(2, 3),
     max_things=3,
     thing_radius=(0.12, 0.24),

@@ -99,7 +99,7 @@ CITYSCAPES_STYLE = SceneStyle(
         StuffClass(1, "dstripes"),  # sidewalk
         StuffClass(0, "hstripes"),  # road
     ),
-    things=(ThingClass(11, "star"), ThingClass(13, "hexagon")),  # person, car
+    things=(ThingClass(11, "star", "stripes"), ThingClass(13, "hexagon", "checker")),  # person, car
     bands=(3, 4),
     max_things=3,
     thing_radius=(0.12, 0.22),

@@ -164,16 +164,16 @@ def verify_voc12aug(root: Path | str, check_images: bool = False) -> list[str]:
     return problems
 
 
-#: Stand-in classes: background (any texture) and five VOC classes drawn as the first shape identities of
-#: the ImageNet stand-in (so pretraining on it can transfer).
+#: Stand-in classes: background (any texture) and five VOC classes, each a shape of the ImageNet
+#: stand-in's identities (so pretraining on it can transfer) with a fill pattern of its own.
 VOC_STYLE = SceneStyle(
     stuff=tuple(StuffClass(0, t) for t in ("smooth", "noise", "hstripes", "checker", "dots")),
     things=(
-        ThingClass(1, "cross"),  # aeroplane
-        ThingClass(3, "triangle"),  # bird
-        ThingClass(7, "square"),  # car
-        ThingClass(8, "star"),  # cat
-        ThingClass(15, "disc"),  # person
+        ThingClass(1, "cross", "solid"),  # aeroplane
+        ThingClass(3, "triangle", "stripes"),  # bird
+        ThingClass(7, "square", "checker"),  # car
+        ThingClass(8, "star", "dots"),  # cat
+        ThingClass(15, "disc", "rings"),  # person
     ),
     bands=(1, 2),
     max_things=3,

@@ -30,6 +30,7 @@ import os
 import tempfile
 import time
 import warnings
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
@@ -50,6 +51,8 @@ if TYPE_CHECKING:
     from tasks.segmentation.protocols import SegDataset, SegmentationTask, SegSettings
 
 EXTRA = "seg"
+#: mmseg registry name of the CIFAR-stem ResNet (``mmseg_parts.CIFAR_STEM_RESNET``, kept in sync by a test).
+CIFAR_STEM = "AugbenchCifarStemResNet"
 _RUNNER_COUNT = itertools.count()
 #: Resizing of the stage outputs: mean/std in 0-255 units, images loaded BGR by mmcv -> RGB.
 PIXEL_MEAN = [round(m * 255, 3) for m in IMAGENET_MEAN]
@@ -103,7 +106,8 @@ def backbone_config(net: ResNet, model: str, norm_cfg: dict[str, Any]) -> tuple[
     Standard stem (7x7 stride 2 + max-pool) -> mmseg ``ResNet`` (the V1b layout, torchvision keys); CIFAR
     stem (3x3 stride 1, no max-pool) -> ``AugbenchCifarStemResNet``.  FCN needs output stride 8: the
     standard stem dilates stages 3-4 (strides 1,2,1,1, dilations 1,1,2,4: "D8"); the CIFAR stem does not
-    downsample, so its undilated stages already end at stride 8.  UPerNet keeps strides 1,2,2,2.
+    downsample, so its undilated stages already end at stride 8.  UPerNet keeps strides 1,2,2,2 (its
+    pyramid levels are chosen by :func:`upernet_levels`).
     """
     block = type(net.layer1[0])
     counts = tuple(len(getattr(net, f"layer{i}")) for i in range(1, 5))
@@ -125,7 +129,7 @@ def backbone_config(net: ResNet, model: str, norm_cfg: dict[str, Any]) -> tuple[
     elif (
         conv1.kernel_size == (3, 3) and conv1.stride == (1, 1) and isinstance(net.maxpool, torch.nn.Identity)
     ):
-        kind, cifar = "AugbenchCifarStemResNet", True
+        kind, cifar = CIFAR_STEM, True
     else:
         raise ConfigError(f"backbone stem {conv1} with {net.maxpool} has no mmseg equivalent")
     base = net.layer1[0].conv1.out_channels
@@ -152,12 +156,27 @@ def backbone_config(net: ResNet, model: str, norm_cfg: dict[str, Any]) -> tuple[
     return cfg, [base * 2**i * expansion for i in range(4)]
 
 
-def _head(kind: str, **kwargs: Any) -> dict[str, Any]:
-    return dict(type=kind, dropout_ratio=0.1, **kwargs)
+def upernet_levels(cifar_stem: bool) -> list[int]:
+    """Stages UPerNet's pyramid reads: all four on a standard stem (strides 4-32); on the CIFAR stem, whose
+    stage 1 is at full resolution (stride 1), stages 2-4 (strides 2-8), so the head's finest level is not
+    finer than half the input, as with a standard stem's stride-4 level on 512-pixel crops (and the fused
+    3x3 convolution at full resolution would cost more than the backbone at smoke scale)."""
+    return [1, 2, 3] if cifar_stem else [0, 1, 2, 3]
+
+
+def _head(kind: str, init_std: float, **kwargs: Any) -> dict[str, Any]:
+    init = dict(type="Normal", std=init_std, override=dict(name="conv_seg"))
+    return dict(type=kind, dropout_ratio=0.1, init_cfg=init, **kwargs)
 
 
 def _loss(weight: float) -> dict[str, Any]:
     return dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=weight)
+
+
+def _optimizer(settings: SegSettings) -> dict[str, Any]:
+    if settings.optimizer == "adamw":
+        return dict(type="AdamW", lr=settings.lr, betas=(0.9, 0.999), weight_decay=settings.weight_decay)
+    return dict(type="SGD", lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay)
 
 
 def build_config(
@@ -175,17 +194,19 @@ def build_config(
     common = dict(num_classes=ds.num_classes, norm_cfg=norm_cfg, align_corners=settings.align_corners)
     if settings.model == "fcn":
         decode = _head(
-            "FCNHead", in_channels=channels[3], in_index=3, channels=settings.head_channels, num_convs=2,
-            concat_input=True, loss_decode=_loss(1.0), **common,
+            "FCNHead", settings.classifier_init_std, in_channels=channels[3], in_index=3,
+            channels=settings.head_channels, num_convs=2, concat_input=True, loss_decode=_loss(1.0), **common,
         )  # fmt: skip
     else:
+        levels = upernet_levels(backbone["type"] == CIFAR_STEM)
         decode = _head(
-            "UPerHead", in_channels=channels, in_index=[0, 1, 2, 3], pool_scales=(1, 2, 3, 6),
-            channels=settings.head_channels, loss_decode=_loss(1.0), **common,
+            "UPerHead", settings.classifier_init_std, in_channels=[channels[i] for i in levels],
+            in_index=levels, pool_scales=(1, 2, 3, 6), channels=settings.head_channels,
+            loss_decode=_loss(1.0), **common,
         )  # fmt: skip
     aux = _head(
-        "FCNHead", in_channels=channels[2], in_index=2, channels=settings.aux_channels, num_convs=1,
-        concat_input=False, loss_decode=_loss(0.4), **common,
+        "FCNHead", settings.classifier_init_std, in_channels=channels[2], in_index=2,
+        channels=settings.aux_channels, num_convs=1, concat_input=False, loss_decode=_loss(0.4), **common,
     )  # fmt: skip
     if settings.test_mode == "slide":
         test_cfg: dict[str, Any] = dict(
@@ -254,8 +275,7 @@ def build_config(
         optim_wrapper=dict(
             type="AugbenchBf16OptimWrapper" if settings.precision == "bf16" else "OptimWrapper",
             clip_grad=None,
-            optimizer=dict(type="SGD", lr=settings.lr, momentum=settings.momentum,
-                           weight_decay=settings.weight_decay),
+            optimizer=_optimizer(settings),
         ),
         param_scheduler=[
             dict(type="PolyLR", eta_min=settings.min_lr, power=settings.poly_power, begin=0,
@@ -330,8 +350,13 @@ def _release(name: str) -> None:
             instance.removeHandler(handler)
 
 
-def run_segmentation(task: SegmentationTask, backbone: Backbone, ctx: TaskContext) -> TaskOutput:
-    """Fine-tune and evaluate (see the module docstring); metrics mIoU / mAcc / aAcc in %."""
+def run_segmentation(
+    task: SegmentationTask, backbone: Backbone, ctx: TaskContext, extra_hooks: Sequence[Any] = ()
+) -> TaskOutput:
+    """Fine-tune and evaluate (see the module docstring); metrics mIoU / mAcc / aAcc in %.
+
+    ``extra_hooks``: further mmengine hook instances for the Runner (benchmarks use it to time the loop).
+    """
     settings = task.settings_for(ctx.profile)
     ds = task.dataset_def
     data_dir = DATASETS.get(ds.name).path(ctx.data_root)
@@ -378,7 +403,7 @@ def run_segmentation(task: SegmentationTask, backbone: Backbone, ctx: TaskContex
         runner = Runner(
             work_dir=str(work / "mmengine"),
             cfg=config,
-            custom_hooks=[check, resume, progress],
+            custom_hooks=[check, resume, progress, *extra_hooks],
             test_evaluator=[metric],
             launcher="none",
             log_level="WARNING",
@@ -406,6 +431,8 @@ def run_segmentation(task: SegmentationTask, backbone: Backbone, ctx: TaskContex
         "train_seconds": round(t1 - t0, 3),
         "test_seconds": round(t2 - t1, 3),
         "iterations_per_second": round(trained / (progress.end - progress.start), 3) if trained else None,
+        "data_wait_seconds": round(progress.data_seconds, 3),
+        "step_seconds": round(progress.step_seconds, 3),
         "loss_curve": progress.losses,
         "weights_check": check.report or {"skipped": "evaluated a finished state"},
         "mmseg_backbone": {k: v for k, v in cfg["model"]["backbone"].items() if k != "init_cfg"},

@@ -10,7 +10,8 @@ A scene is drawn in two layers (vectorised over a chunk of images, numpy float32
    stuff class, never the colour.
 2. **Things**: ``min_things..max_things`` objects, each the signed-distance shape of its class
    (:data:`tasks.datasets.synth.shapes.SHAPES`) at a random position, radius, rotation and aspect, in a
-   random solid colour with a soft shading ramp, drawn over the stuff with anti-aliased edges.
+   random colour with a soft shading ramp (patterned fills add a second random colour), drawn over the
+   stuff with anti-aliased edges.
 
 Labels (``uint8``): a band's stuff label, overwritten by a thing's label where its coverage is at least
 0.5; with ``boundary_ignore > 0`` the pixels within that many pixels of a thing's outline get
@@ -36,6 +37,7 @@ SCENES_VERSION = 1
 #: Images rendered per vectorised batch.
 CHUNK = 128
 TEXTURES = ("smooth", "hstripes", "vstripes", "dstripes", "checker", "dots", "noise", "bricks")
+FILLS = ("solid", "stripes", "checker", "dots", "rings")
 
 Array = np.ndarray
 
@@ -54,14 +56,19 @@ class StuffClass:
 
 @dataclass(frozen=True)
 class ThingClass:
-    """An object class: its label id and the shape (a key of ``shapes.SHAPES``) it is drawn as."""
+    """An object class: its label id, the shape (a key of ``shapes.SHAPES``) it is drawn as and its fill
+    (one of :data:`FILLS`: a second colour in stripes, a checkerboard, dots or rings, in object
+    coordinates, so the pattern turns and scales with the object)."""
 
     label: int
     shape: str
+    fill: str = "solid"
 
     def __post_init__(self) -> None:
         if self.shape not in shapes.SHAPES:
             raise ValueError(f"unknown shape {self.shape!r}")
+        if self.fill not in FILLS:
+            raise ValueError(f"unknown fill {self.fill!r}; choose from {FILLS}")
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,7 @@ class SceneStyle:
         bands: (min, max) number of stuff bands per image.
         min_things / max_things: objects per image are uniform in ``min_things..max_things``.
         thing_radius: range of an object's radius.
+        rotation: object rotation in degrees, uniform in +-this.
         aspect_jitter: log-stretch of one object axis (and the inverse of the other), uniform in +-this.
         texture_period: range of a texture's period in pixels.
         texture_contrast: range of the blend weight between a texture's two colours.
@@ -88,6 +96,7 @@ class SceneStyle:
     max_things: int = 3
     min_things: int = 0
     thing_radius: tuple[float, float] = (0.1, 0.22)
+    rotation: float = 30.0
     aspect_jitter: float = 0.2
     texture_period: tuple[float, float] = (4.0, 8.0)
     texture_contrast: tuple[float, float] = (0.5, 1.0)
@@ -163,6 +172,21 @@ def _texture(kind: str, rng: np.random.Generator, n: int, ys: Array, xs: Array, 
     return (mortar_v | mortar_u).astype(np.float32)
 
 
+def _fill(kind: str, u: Array, v: Array) -> Array:
+    """Weight in [0, 1] of an object's second colour at object coordinates ``(u, v)`` (radius ~1)."""
+    two_pi = np.float32(2 * np.pi)
+    if kind == "stripes":
+        return np.clip(0.5 + 2 * np.sin(two_pi * u / 0.5), 0, 1)
+    if kind == "checker":
+        return np.clip(0.5 + 3 * np.sin(two_pi * u / 0.6) * np.sin(two_pi * v / 0.6), 0, 1)
+    if kind == "dots":
+        du, dv = u - 0.5 * np.round(u / 0.5), v - 0.5 * np.round(v / 0.5)
+        return np.clip(0.5 - (np.sqrt(du * du + dv * dv) - 0.14) * 8, 0, 1)
+    if kind == "rings":
+        return np.clip(0.5 + 2 * np.sin(two_pi * np.sqrt(u * u + v * v) / 0.45), 0, 1)
+    return np.zeros_like(u)
+
+
 def _render_chunk(
     n: int, height: int, width: int, style: SceneStyle, rng: np.random.Generator
 ) -> tuple[Array, Array]:
@@ -212,9 +236,10 @@ def _render_chunk(
         cx = rng.uniform(0.1, 0.9, m).astype(f32) * width
         cy = rng.uniform(0.1, 0.9, m).astype(f32) * height
         radius = (rng.uniform(*style.thing_radius, m) * side).astype(f32)
-        theta = rng.uniform(-np.pi, np.pi, m).astype(f32)
+        theta = np.deg2rad(rng.uniform(-style.rotation, style.rotation, m)).astype(f32)
         stretch = np.exp(rng.uniform(-style.aspect_jitter, style.aspect_jitter, m)).astype(f32)
         colour = hsv_colours(rng, (m,))
+        colour2 = hsv_colours(rng, (m,))
         shade = rng.uniform(-0.25, 0.25, (m, 3)).astype(f32)
         if not m:
             continue
@@ -224,12 +249,16 @@ def _render_chunk(
         v = (cos * dy - sin * dx) * (stretch / radius)[:, None, None]
         px = (radius / np.maximum(stretch, 1 / stretch))[:, None, None]
         dist = np.empty((m, height, width), f32)
+        second = np.zeros((m, height, width), f32)
         for k, thing in enumerate(style.things):
             sel = np.flatnonzero(klass == k)
             if sel.size:
                 dist[sel] = shapes.SHAPES[thing.shape](u[sel], v[sel]) * px[sel]
+                if thing.fill != "solid":
+                    second[sel] = _fill(thing.fill, u[sel], v[sel])
         alpha = np.clip(0.5 - dist, 0, 1)
         paint = colour[:, None, None, :] + shade[:, None, None, :] * np.clip(u, -1, 1)[..., None]
+        paint += (colour2[:, None, None, :] - paint) * second[..., None]
         img[idx] += (paint - img[idx]) * alpha[..., None]
         thing_labels = np.array([t.label for t in style.things], dtype=np.int64)[klass]
         inside = alpha >= 0.5
