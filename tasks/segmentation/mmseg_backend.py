@@ -51,6 +51,12 @@ if TYPE_CHECKING:
     from tasks.segmentation.protocols import SegDataset, SegmentationTask, SegSettings
 
 EXTRA = "seg"
+#: mmseg's warnings about its own defaults/deprecations, emitted on every run (not about the user's input).
+MMSEG_NOISE = (
+    r"Default ``avg_non_ignore`` is False",
+    r"``build_loss`` would be deprecated",
+    r"When align_corners=True, the output would more aligned",
+)
 #: mmseg registry name of the CIFAR-stem ResNet (``mmseg_parts.CIFAR_STEM_RESNET``, kept in sync by a test).
 CIFAR_STEM = "AugbenchCifarStemResNet"
 _RUNNER_COUNT = itertools.count()
@@ -375,6 +381,9 @@ def run_segmentation(
 
     fp = fingerprint(task, settings, ctx, backbone)
     with ExitStack() as stack:
+        stack.enter_context(warnings.catch_warnings())
+        for message in MMSEG_NOISE:
+            warnings.filterwarnings("ignore", message=message, category=UserWarning)
         if ctx.work_dir is None:
             root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="augbench-seg-")))
         else:

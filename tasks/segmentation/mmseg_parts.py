@@ -269,7 +269,8 @@ class ProgressHook(Hook):
         now = time.perf_counter()
         self.step_seconds += now - self._step_start
         self._last_data = now
-        loss = float((outputs or {}).get("loss", float("nan")))
+        value = (outputs or {}).get("loss")
+        loss = float(value.detach()) if isinstance(value, torch.Tensor) else float("nan")
         if runner.iter % 10 == 0 or runner.iter + 1 == runner.max_iters:
             self.losses.append((runner.iter + 1, round(loss, 4)))
         if self.bar is not None:
