@@ -51,6 +51,8 @@ if TYPE_CHECKING:
     from tasks.segmentation.protocols import SegDataset, SegmentationTask, SegSettings
 
 EXTRA = "seg"
+#: Label checks show a progress bar from this many maps on (the real datasets, not the stand-ins).
+PROGRESS_FROM = 2000
 #: mmseg's warnings about its own defaults/deprecations, emitted on every run (not about the user's input).
 MMSEG_NOISE = (
     r"Default ``avg_non_ignore`` is False",
@@ -320,9 +322,8 @@ def check_data(task: SegmentationTask, data_root: Path, progress: bool) -> dict[
         elif missing:
             problems.append(f"{ds.name} {split} lists files that do not exist: {', '.join(missing)}")
         else:
-            problems += check_samples(
-                samples, ds.valid_ids, progress=progress, desc=f"check {ds.name} {split}"
-            )
+            show = progress and len(samples) >= PROGRESS_FROM
+            problems += check_samples(samples, ds.valid_ids, progress=show, desc=f"check {ds.name} {split}")
         if problems:
             more = f" ({len(problems)} problems; see `bench data verify {ds.name} --root {data_root}`)"
             raise DatasetError(f"{task.name}: {problems[0]}{more if len(problems) > 1 else ''}")
@@ -372,11 +373,11 @@ def run_segmentation(
     from mmengine.runner import Runner
 
     from tasks.segmentation.mmseg_parts import (
-        STATE_FORMAT,
         PerClassIoUMetric,
         PlainStateCheckpointHook,
         ProgressHook,
         WeightCheckHook,
+        read_state,
     )
 
     fp = fingerprint(task, settings, ctx, backbone)
@@ -400,9 +401,8 @@ def run_segmentation(
         state_path = work / "state.pt"
         finished = None
         if state_path.is_file():
-            state = torch.load(state_path, map_location="cpu", weights_only=True)
-            if state.get("format") == STATE_FORMAT and state.get("fingerprint") == fp:
-                finished = state if state.get("iter") == settings.iterations else None
+            state = read_state(state_path, fp)
+            finished = state if state["iter"] == settings.iterations else None
         check = WeightCheckHook(expected, str(weights))
         resume = PlainStateCheckpointHook(state_path, settings.checkpoint_every, fp)
         progress = ProgressHook(task.name, ctx.progress)

@@ -168,6 +168,22 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((3, tuple(state["python"]), None))
 
 
+def read_state(path: Path, fingerprint: str) -> dict[str, Any]:
+    """Load a state file written by :class:`PlainStateCheckpointHook` (``weights_only=True``) and check
+    that it belongs to ``fingerprint``; anything else raises :class:`CheckpointError`."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"cannot load segmentation state {path}: {str(exc).splitlines()[0]}") from None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise CheckpointError(f"{path} is not an augbench segmentation state; delete it to start over")
+    if state.get("fingerprint") != fingerprint:
+        raise CheckpointError(
+            f"{path} belongs to another task configuration or backbone; delete it to start over"
+        )
+    return state
+
+
 class PlainStateCheckpointHook(Hook):
     """Resumable training without mmengine's pickled Runner checkpoints.
 
@@ -189,20 +205,7 @@ class PlainStateCheckpointHook(Hook):
     def before_train(self, runner: Any) -> None:
         if not self.path.is_file():
             return
-        try:
-            state = torch.load(self.path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise CheckpointError(
-                f"cannot load segmentation state {self.path}: {str(exc).splitlines()[0]}"
-            ) from None
-        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-            raise CheckpointError(
-                f"{self.path} is not an augbench segmentation state; delete it to start over"
-            )
-        if state.get("fingerprint") != self.fingerprint:
-            raise CheckpointError(
-                f"{self.path} belongs to a different task configuration or backbone; delete it to start over"
-            )
+        state = read_state(self.path, self.fingerprint)
         runner.model.load_state_dict(state["model"])
         runner.optim_wrapper.load_state_dict(state["optimizer"])
         for scheduler, sched_state in zip(runner.param_schedulers, state["schedulers"], strict=True):

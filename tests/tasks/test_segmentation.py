@@ -260,7 +260,8 @@ def test_generated_configs(mm: None, tmp_path: Path) -> None:
             MODELS.build(cfg["model"])
     smoke = build_config(ADE20K, SMOKE["ade20k"], build_backbone("narrow_resnet18").net, tmp_path, tmp_path)
     assert smoke["model"]["backbone"]["type"] == "AugbenchCifarStemResNet"
-    assert smoke["model"]["decode_head"]["in_channels"] == [16, 32, 64, 128]
+    assert smoke["model"]["decode_head"]["in_channels"] == [32, 64, 128]  # CIFAR stem: stages 2-4
+    assert smoke["model"]["decode_head"]["in_index"] == [1, 2, 3]
     assert smoke["optim_wrapper"]["type"] == "AugbenchBf16OptimWrapper"
 
 
@@ -429,3 +430,26 @@ def test_missing_extra_error_is_one_line(monkeypatch: pytest.MonkeyPatch) -> Non
         match=r"seg/ade20k needs the optional package 'mmsegmentation': pip install 'augbench\[seg\]'",
     ):
         load_mmseg("seg/ade20k")
+
+
+class _Arbitrary:
+    """A pickled object a weights-only load must refuse."""
+
+
+def test_state_files_load_without_unpickling_objects(mm: None, tmp_path: Path) -> None:
+    from tasks.segmentation.mmseg_parts import STATE_FORMAT, read_state
+
+    path = tmp_path / "state.pt"
+    torch.save({"format": STATE_FORMAT, "fingerprint": "a", "iter": 3, "model": {"w": torch.ones(2)}}, path)
+    assert read_state(path, "a")["iter"] == 3
+    with pytest.raises(CheckpointError, match="another task configuration"):
+        read_state(path, "b")
+    torch.save({"format": STATE_FORMAT, "fingerprint": "a", "object": _Arbitrary()}, path)
+    with pytest.raises(CheckpointError, match="cannot load segmentation state"):
+        read_state(path, "a")
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot load segmentation state"):
+        read_state(path, "a")
+    torch.save({"iter": 3}, path)
+    with pytest.raises(CheckpointError, match="not an augbench segmentation state"):
+        read_state(path, "a")
