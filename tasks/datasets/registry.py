@@ -15,6 +15,7 @@ from bench.errors import DatasetError
 from bench.registry import Registry
 from tasks.datasets import ade20k, cifar, cityscapes, food101, imagefolder, inat, places365, voc_seg
 from tasks.datasets.base import ImageDataset, OnCorrupt
+from tasks.datasets.synth.scenes import SCENES_VERSION
 
 SYNTHETIC_SCALES = ("smoke", "tiny")
 
@@ -244,8 +245,6 @@ def build_dataset_registry() -> Registry[DatasetInfo]:
 
 def segmentation_datasets() -> tuple[DatasetInfo, ...]:
     """The semantic-segmentation datasets (no classification loader; see ``tasks/segmentation``)."""
-    from tasks.datasets.synth.scenes import SCENES_VERSION
-
     voc = DatasetInfo(
         name="voc12aug",
         description="PASCAL VOC 2012 segmentation + SBD (aug): 10,582 train / 1,449 val, 20 classes + bg",

@@ -4,7 +4,7 @@
 * each reported mIoU / mAcc / aAcc equals a confusion-matrix reference computed here from the predictions
   the task saved and the label files on disk (read with PIL, independently of mmseg);
 * learning signal: the MoCo-initialised FCN beats the majority-class predictor on the VOC12aug stand-in
-  by at least :data:`MARGIN` mIoU points (measured: 34.3 vs 15.3, see docs/segmentation.md);
+  by at least :data:`MARGIN` mIoU points (measured: 34.3 vs 14.5, see docs/segmentation.md);
 * a killed run resumes from its plain-tensor state and ends where an uninterrupted run ends.
 """
 
