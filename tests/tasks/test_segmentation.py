@@ -177,7 +177,7 @@ def _mmseg_backbone(name: str, model: str) -> tuple[torch.nn.Module, torch.nn.Mo
     from mmengine.registry import DefaultScope
     from mmseg.registry import MODELS
 
-    from tasks.segmentation.mmseg_backend import backbone_config
+    from tasks.segmentation.mmseg_config import backbone_config
 
     torch.manual_seed(0)
     ours = build_backbone(name).net.eval()
@@ -225,7 +225,7 @@ def test_generated_configs(mm: None, tmp_path: Path) -> None:
     from mmengine.registry import DefaultScope
     from mmseg.registry import MODELS
 
-    from tasks.segmentation.mmseg_backend import build_config
+    from tasks.segmentation.mmseg_config import build_config
 
     net = build_backbone("resnet50").net
     voc = build_config(VOC12AUG, PAPER["voc12aug"], net, tmp_path / "voc", tmp_path / "w.pth")
@@ -266,12 +266,15 @@ def test_generated_configs(mm: None, tmp_path: Path) -> None:
 
 
 def test_registration_is_idempotent(mm: None) -> None:
-    from mmseg.registry import MODELS
+    from mmseg.registry import MODELS, OPTIM_WRAPPERS
 
+    from tasks.segmentation import mmseg_config, mmseg_parts
     from tasks.segmentation.mmseg_backend import load_mmseg
 
     load_mmseg("again")
-    assert MODELS.get("AugbenchCifarStemResNet") is not None
+    assert mmseg_config.CIFAR_STEM == mmseg_parts.CIFAR_STEM_RESNET
+    assert MODELS.get(mmseg_parts.CIFAR_STEM_RESNET) is mmseg_parts.CifarStemResNet
+    assert OPTIM_WRAPPERS.get(mmseg_parts.BF16_OPTIM_WRAPPER) is mmseg_parts.Bf16OptimWrapper
 
 
 # ------------------------------------------------------------------------------------ weight check
