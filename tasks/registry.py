@@ -5,12 +5,13 @@ Parametrised tasks are built from a *template* by name: ``<template>[:<argument>
 ``invariance:moco_erasing``); the template says whether the argument is required and what it means.  The
 dense transfer templates also take ``@<backend>``: ``det/voc07@torchvision``,
 ``instseg/coco:fpn_1x@detectron2`` (the argument is then everything after the template name).
-Groups: each family (``linear``, ``knn``, ``linear-aug``), each dataset name (``cifar10`` = the cached
-linear and kNN tasks on CIFAR-10), the groups a template names (``det``, ``instseg``, ``transfer`` = the
-detection and instance-segmentation transfer tasks) and ``all`` = every registered task except the opt-in
-ones (the augmented linear protocol trains through the backbone for 100 epochs and is only run when named)
-plus the templates marked ``in_all`` with their default argument.  ``--tasks`` takes a comma-separated list
-of task, group and template names.
+Groups: each family (``linear``, ``knn``, ``linear-aug``, ``seg``), each dataset name (``cifar10`` = the
+cached linear and kNN tasks on CIFAR-10), the groups a template names (``det``, ``instseg``),
+``transfer`` = the dense transfer tasks (detection, instance segmentation and ``seg/voc12aug``,
+``seg/cityscapes``, ``seg/ade20k``) and ``all`` = every registered task except the opt-in ones (the
+augmented linear protocol trains through the backbone for 100 epochs and is only run when named) plus the
+templates marked ``in_all`` with their default argument.  ``--tasks`` takes a comma-separated list of task,
+group and template names.
 
 Eval resolutions (resize shorter side -> centre crop) per dataset and profile:
 
@@ -52,6 +53,7 @@ from tasks.representation.tasks import (
     build_comparison_task,
     build_invariance_task,
 )
+from tasks.segmentation.protocols import build_segmentation_tasks
 
 SMALL_IMAGES = {"smoke": EvalResolution(32, 32), "paper": EvalResolution(224, 224)}
 PHOTOS = {"smoke": EvalResolution(36, 32), "paper": EvalResolution(256, 224)}
@@ -68,10 +70,13 @@ CLASSIFICATION_DATASETS: dict[str, dict[str, EvalResolution]] = {
 
 #: Families left out of the ``all`` group (run only when named).
 OPT_IN_FAMILIES = ("linear-aug",)
+#: Families of the ``transfer`` group (fine-tuning on dense tasks).
+TRANSFER_FAMILIES = ("seg",)
 
 
 def build_task_registry() -> Registry[Task]:
-    """A fresh registry: linear, kNN and augmented-linear tasks on every classification dataset."""
+    """A fresh registry: linear, kNN and augmented-linear tasks on every classification dataset, then the
+    semantic-segmentation tasks."""
     reg: Registry[Task] = Registry("task")
     for dataset, res in CLASSIFICATION_DATASETS.items():
         tasks: tuple[Task, ...] = (
@@ -81,6 +86,8 @@ def build_task_registry() -> Registry[Task]:
         )
         for task in tasks:
             reg.register(task.name, task)
+    for seg_task in build_segmentation_tasks():
+        reg.register(seg_task.name, seg_task)
     return reg
 
 
@@ -180,6 +187,8 @@ def task_groups() -> dict[str, list[str]]:
             groups.setdefault(group, []).append(name)
     for name, task in TASKS.items():
         groups.setdefault(task.family, []).append(name)
+        if task.family in TRANSFER_FAMILIES:
+            groups.setdefault("transfer", []).append(name)
         if task.family in OPT_IN_FAMILIES:
             continue
         groups["all"].append(name)

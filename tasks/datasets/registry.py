@@ -13,8 +13,20 @@ from pathlib import Path
 
 from bench.errors import DatasetError
 from bench.registry import Registry
-from tasks.datasets import cifar, coco, food101, imagefolder, inat, places365, voc
+from tasks.datasets import (
+    ade20k,
+    cifar,
+    cityscapes,
+    coco,
+    food101,
+    imagefolder,
+    inat,
+    places365,
+    voc,
+    voc_seg,
+)
 from tasks.datasets.base import ImageDataset, OnCorrupt
+from tasks.datasets.synth.dense_scenes import SCENES_VERSION
 from tasks.datasets.synth.scenes import SCENE_VERSION
 from tasks.datasets.synth.shapes import GENERATOR_VERSION
 
@@ -40,12 +52,15 @@ class DatasetInfo:
         synthetic_image_size: side in pixels of the synthetic stand-in's images.
         prepare_hint: how to obtain the real data (shown in errors).
         loader: ``(root, split, size, resize, on_corrupt) -> ImageDataset``, or ``None`` for datasets that
-            are not image-classification sets (detection: VOC, COCO; their tasks read them directly).
+            are not image-classification sets (detection: VOC, COCO, read by their tasks; semantic
+            segmentation: read through mmsegmentation).
         synthesizer: ``(root, seed, scale) -> None``; writes the stand-in into ``root / relpath``.
         verifier: ``(root, check_images) -> list[str]`` of problems.
         counter: ``(root, split) -> number of images`` without decoding any (default: ``len(load(...))``).
         generator_version: version of the stand-in's renderer (a cached stand-in of another version is
             regenerated).
+        synthetic_owner: the dataset whose stand-in writer also writes this one's files (``voc12aug`` lives
+            in the ``voc`` tree: one writer owns ``VOCdevkit``); ``None``: its own.
     """
 
     name: str
@@ -65,6 +80,7 @@ class DatasetInfo:
     verifier: Callable[[Path, bool], list[str]]
     counter: Callable[[Path, str], int] | None = None
     generator_version: int = GENERATOR_VERSION
+    synthetic_owner: str | None = None
 
     def path(self, root: Path | str) -> Path:
         """Where this dataset lives under ``root``."""
@@ -82,7 +98,11 @@ class DatasetInfo:
         if split not in self.splits:
             raise DatasetError(f"{self.name} has splits {', '.join(self.splits)}; got {split!r}")
         if self.loader is None:
-            raise DatasetError(f"{self.name} is not an image-classification dataset: {self.description}")
+            raise DatasetError(
+                f"{self.name} is not an image-classification dataset ({self.description}): it cannot be "
+                f"loaded as labelled images (pretraining data and linear/kNN tasks need a classification "
+                f"dataset; its detection/segmentation tasks read it themselves)"
+            )
         if not self.path(root).is_dir():
             raise DatasetError(f"{self.name} not found: no directory {self.path(root)}; {self.prepare_hint}")
         if size is None:
@@ -237,7 +257,7 @@ def build_dataset_registry() -> Registry[DatasetInfo]:
     )
     voc_info = DatasetInfo(
         name="voc",
-        description="PASCAL VOC 2007+2012 detection: 16,551 trainval (07+12) / 4,952 test (07), 20 classes",
+        description="PASCAL VOC 2007+2012 detection (the VOCdevkit tree, also holding VOC12aug's files)",
         relpath=voc.VOC_DIR,
         splits=voc.VOC_SPLITS,
         train_split="trainval",
@@ -252,7 +272,8 @@ def build_dataset_registry() -> Registry[DatasetInfo]:
         synthesizer=voc.write_synthetic_voc,
         verifier=voc.verify_voc,
         counter=voc.count_voc,
-        generator_version=SCENE_VERSION,
+        # the tree holds both renderers' scenes (detection objects, dense segmentation scenes)
+        generator_version=SCENE_VERSION * 1000 + SCENES_VERSION,
     )
     coco_info = DatasetInfo(
         name="coco",
@@ -273,9 +294,82 @@ def build_dataset_registry() -> Registry[DatasetInfo]:
         counter=coco.count_coco,
         generator_version=SCENE_VERSION,
     )
-    for info in (cifar10, imagenet, cifar100, food, places, inat2018, voc_info, coco_info):
+    for info in (
+        cifar10,
+        imagenet,
+        cifar100,
+        food,
+        places,
+        inat2018,
+        voc_info,
+        coco_info,
+        *segmentation_datasets(),
+    ):
         registry.register(info.name, info)
     return registry
+
+
+def segmentation_datasets() -> tuple[DatasetInfo, ...]:
+    """The semantic-segmentation datasets (no classification loader; see ``tasks/segmentation``)."""
+    voc12aug = DatasetInfo(
+        name="voc12aug",
+        description="PASCAL VOC 2012 segmentation + SBD (aug): 10,582 train / 1,449 val, 20 classes + bg",
+        relpath=voc_seg.VOC2012_DIR,
+        splits=voc_seg.VOC_SPLITS,
+        train_split="train",
+        test_split="val",
+        num_classes=len(voc_seg.VOC_CLASSES),
+        synthetic_classes=len(voc_seg.VOC_STYLE.labels) - 1,
+        default_size=512,
+        default_resize=512,
+        synthetic_image_size=voc_seg.VOC_SYNTH_SIZE[0],
+        prepare_hint=voc_seg.VOC12AUG_PREPARE_HINT,
+        loader=None,
+        synthesizer=voc.write_synthetic_voc,  # the owner's writer: see synthetic_owner
+        synthetic_owner="voc",
+        verifier=voc_seg.verify_voc12aug,
+        counter=voc_seg.count_voc12aug,
+        generator_version=SCENE_VERSION * 1000 + SCENES_VERSION,
+    )
+    city = DatasetInfo(
+        name="cityscapes",
+        description="Cityscapes fine: 2,975 train / 500 val street scenes (2048x1024), 19 train ids",
+        relpath=cityscapes.CITYSCAPES_DIR,
+        splits=cityscapes.CITYSCAPES_SPLITS,
+        train_split="train",
+        test_split="val",
+        num_classes=len(cityscapes.CITYSCAPES_CLASSES),
+        synthetic_classes=len(cityscapes.CITYSCAPES_STYLE.labels) - 1,
+        default_size=769,
+        default_resize=769,
+        synthetic_image_size=cityscapes.CITYSCAPES_SYNTH_SIZE[0],
+        prepare_hint=cityscapes.CITYSCAPES_PREPARE_HINT,
+        loader=None,
+        synthesizer=cityscapes.write_synthetic_cityscapes,
+        verifier=cityscapes.verify_cityscapes,
+        counter=cityscapes.count_cityscapes,
+        generator_version=SCENES_VERSION,
+    )
+    ade = DatasetInfo(
+        name="ade20k",
+        description="ADE20K SceneParsing (ADEChallengeData2016): 20,210 train / 2,000 val, 150 classes",
+        relpath=ade20k.ADE20K_DIR,
+        splits=ade20k.ADE20K_SPLITS,
+        train_split="train",
+        test_split="val",
+        num_classes=ade20k.ADE20K_NUM_CLASSES,
+        synthetic_classes=len(ade20k.ADE20K_STYLE.labels) - 1,
+        default_size=512,
+        default_resize=512,
+        synthetic_image_size=ade20k.ADE20K_SYNTH_SIZE[0],
+        prepare_hint=ade20k.ADE20K_PREPARE_HINT,
+        loader=None,
+        synthesizer=ade20k.write_synthetic_ade20k,
+        verifier=ade20k.verify_ade20k,
+        counter=ade20k.count_ade20k,
+        generator_version=SCENES_VERSION,
+    )
+    return voc12aug, city, ade
 
 
 #: The datasets augbench knows about.

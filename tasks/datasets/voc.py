@@ -15,14 +15,15 @@ data; the stand-in uses :data:`VOC_SYNTH_SHAPES` (fewer classes, so a smoke run 
 class absent from the data would otherwise count as AP 0 in detectron2's VOC evaluator.
 
 The stand-in (:func:`write_synthetic_voc`) renders multi-object scenes (:mod:`tasks.datasets.synth.scenes`)
-as JPEGs with XML annotations and ``ImageSets/Main/{train,val,trainval,test}.txt`` in the same layout.  Its
-VOC2012 part also gets semantic-segmentation masks (``SegmentationClass``...) through
-``tasks.datasets.voc_seg.write_voc_segmentation`` when that module is present.
+as JPEGs with XML annotations and ``ImageSets/Main/{train,val,trainval,test}.txt`` in the same layout.  The
+same writer adds VOC2012's segmentation part (``SegmentationClass``, ``SegmentationClassAug``,
+``ImageSets/Segmentation``; :func:`tasks.datasets.voc_seg.write_synthetic_voc12aug`, dense scenes under ids
+``2012_9xxxxx``), so one tree serves ``det/voc07`` and ``seg/voc12aug``; the registry's ``voc12aug`` entry is
+owned by ``voc`` (``DatasetInfo.synthetic_owner``).
 """
 
 from __future__ import annotations
 
-import importlib
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from bench.errors import DatasetError
+from tasks.datasets import voc_seg
 from tasks.datasets.detection import DetRecord, DetSplit, check_boxes, require_nonempty
 from tasks.datasets.filelist import corrupt_problem, missing_files, missing_message, write_jpegs
 from tasks.datasets.synth import scenes, shapes
@@ -281,23 +283,6 @@ def voc_box(box: tuple[float, float, float, float], width: int, height: int) -> 
     )
 
 
-def _write_segmentation(
-    voc2012: Path, class_maps: dict[str, np.ndarray], train: list[str], val: list[str]
-) -> bool:
-    """Write VOC2012's segmentation part with ``tasks.datasets.voc_seg`` if present; whether it was written.
-
-    TODO(lead, merge of the segmentation branch): ``tasks/datasets/voc_seg.py`` (segmentation helper)
-    provides ``write_voc_segmentation(voc2012_dir, class_maps, train_ids, val_ids)``; until the branches are
-    merged this branch has no such module and the stand-in carries no segmentation masks.
-    """
-    try:
-        module = importlib.import_module("tasks.datasets.voc_seg")
-    except ModuleNotFoundError:
-        return False
-    module.write_voc_segmentation(voc2012, class_maps, train, val)
-    return True
-
-
 def write_synthetic_voc(root: Path | str, seed: int, scale: str) -> None:
     """Render the stand-in into ``<root>/VOCdevkit`` (see the module docstring); ``scale`` is a key of
     :data:`VOC_SYNTH_COUNTS`.  Ids: ``%06d`` for VOC2007 (trainval first, then test), ``2012_%06d``."""
@@ -326,20 +311,17 @@ def write_synthetic_voc(root: Path | str, seed: int, scale: str) -> None:
             start += count
         trainval = listed["trainval"]
         listed["train"], listed["val"] = trainval[: len(trainval) // 2], trainval[len(trainval) // 2 :]
-        segmented = False
-        if year == "2012":
-            voc_index = {name: VOC_CLASSES.index(name) + 1 for name in names}
-            lut = np.array([0, *(voc_index[n] for n in names)] + [0] * (255 - len(names)) + [255], np.uint8)
-            maps = {i: lut[by_id[i].class_map] for i in trainval}
-            segmented = _write_segmentation(base, maps, listed["train"], listed["val"])
         for image_set, members in listed.items():
             (base / "ImageSets" / "Main" / f"{image_set}.txt").write_text("".join(f"{i}\n" for i in members))
         write_images(base, ids, [s.image for s in rendered])
         for image_id, scene in by_id.items():
             height, width = scene.image.shape[:2]
             objects: Objects = [(names[o.label], 0, voc_box(o.box, width, height)) for o in scene.objects]
-            xml = annotation_xml(year, image_id, width, height, objects, segmented)
+            xml = annotation_xml(year, image_id, width, height, objects, False)
             (base / "Annotations" / f"{image_id}.xml").write_text(xml)
+    # VOC2012's segmentation part (seg/voc12aug): its own dense scenes, tuned to be learnable at smoke
+    # scale, under ids of their own (2012_9xxxxx) in the same tree, written by the same writer
+    voc_seg.write_synthetic_voc12aug(root, seed, scale)
 
 
 def write_images(base: Path, ids: Sequence[str], images: Sequence[np.ndarray]) -> None:

@@ -33,8 +33,10 @@ DEFAULT_SEED = 0
 
 
 def read_marker(root: Path | str, name: str) -> dict[str, Any] | None:
-    """The parsed marker of dataset ``name`` under ``root``, or ``None`` if absent or unreadable."""
-    path = DATASETS.get(name).path(root) / MARKER
+    """The parsed marker of dataset ``name`` under ``root``, or ``None`` if absent or unreadable.  A dataset
+    written by another's stand-in writer (``DatasetInfo.synthetic_owner``) has its owner's marker."""
+    info = DATASETS.get(name)
+    path = DATASETS.get(info.synthetic_owner or name).path(root) / MARKER
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -71,7 +73,7 @@ def _generate(root: Path, info: DatasetInfo, seed: int, scale: str) -> None:
         info.write_synthetic(tmp, seed, scale)
         counts = {split: info.count(tmp, split) for split in info.splits}
         marker = {
-            "generator": "tasks.datasets.synth.shapes",
+            "generator": info.synthesizer.__module__,
             "generator_version": info.generator_version,
             "dataset": info.name,
             "seed": seed,
@@ -101,7 +103,8 @@ def ensure_synthetic(
     """
     if scale not in SYNTHETIC_SCALES:
         raise DatasetError(f"unknown synthetic scale {scale!r}; choose from {', '.join(SYNTHETIC_SCALES)}")
-    infos = [DATASETS.get(name) for name in names]
+    owners = dict.fromkeys(DATASETS.get(name).synthetic_owner or name for name in names)
+    infos = [DATASETS.get(name) for name in owners]
     root = Path(root)
     fresh = not root.exists() or not any(root.iterdir())
     root.mkdir(parents=True, exist_ok=True)
