@@ -190,6 +190,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:  # a collective of a multi-process job failed: a peer died or hangs
+        from pretrain.distributed import collective_failure
+
+        failure = collective_failure(exc)
+        if failure is None:
+            raise
+        print(f"bench: error: {failure}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the environment: a full disk, an unwritable directory, a vanished file
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"bench: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("bench: interrupted (pretraining resumes with --resume)", file=sys.stderr)
         return 130

@@ -12,9 +12,11 @@ skipped (:func:`reusable_result`; ``rerun_tasks=True`` runs it again).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -29,6 +31,7 @@ import yaml
 from bench import provenance
 from bench.config import config_hash, to_dict
 from bench.errors import BenchError, DatasetError
+from bench.fsutil import LOCK_NAME, remove_stale_tmp, run_lock
 from bench.paths import DataRoot, cache_dir
 from bench.results import SCHEMA, atomic_write_text, write_result
 from pretrain import distributed
@@ -344,7 +347,9 @@ def reference_resolver(
             store = ensure_store(recipe, data.path, sources[recipe.data.dataset], progress)
             run_dir = run_dir_for(runs, recipe, profile, data, overall_source(sources), store)
             log(f"reference {spec}: pretraining (or reusing) {run_dir}")
-            pretrain(recipe, profile, data, run_dir, device, resume=True, progress=progress, store=store)
+            with run_lock(run_dir):
+                remove_stale_tmp(run_dir)
+                pretrain(recipe, profile, data, run_dir, device, resume=True, progress=progress, store=store)
             backbone = load_run_backbone(run_dir, recipe.backbone.name, device)
             details = {"recipe": spec, "run_dir": str(run_dir), "config_hash": seedless_hash(recipe)}
         backbone = backbone.to(device).eval()
@@ -385,10 +390,33 @@ def run(
     sources = prepare_data(data, datasets)
     store = ensure_store(recipe, data.path, sources[recipe.data.dataset], progress)
     run_dir = run_dir_for(runs, recipe, profile, data, overall_source(sources), store)
-    if fresh and run_dir.exists() and distributed.is_main():
-        import shutil
+    with run_lock(run_dir) if distributed.is_main() else contextlib.nullcontext():
+        if fresh and distributed.is_main():
+            for child in run_dir.iterdir():  # keep the lock file we hold
+                if child.name != LOCK_NAME:
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+        remove_stale_tmp(run_dir)
+        return _run_locked(recipe, tasks, profile, data, runs, run_dir, store, sources, device,
+                           resume=resume, progress=progress, on_corrupt=on_corrupt,
+                           rerun_tasks=rerun_tasks)  # fmt: skip
 
-        shutil.rmtree(run_dir)
+
+def _run_locked(
+    recipe: RecipeConfig,
+    tasks: list[Task],
+    profile: str,
+    data: DataRoot,
+    runs: Path,
+    run_dir: Path,
+    store: VariantStore | None,
+    sources: dict[str, str],
+    device: torch.device,
+    *,
+    resume: bool,
+    progress: bool,
+    on_corrupt: OnCorrupt,
+    rerun_tasks: bool,
+) -> RunReport:
     reused = finished_pretraining(run_dir, recipe) is not None
     summary = pretrain(recipe, profile, data, run_dir, device, resume=resume, progress=progress, store=store)
     if not distributed.is_main():

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from bench.fsutil import atomic_path
+
 Direction = Literal["higher", "lower", "descriptive"]
 
 #: Task families whose metrics are descriptive (also for result files written before ``null`` existed).
@@ -112,14 +114,12 @@ def validate(doc: dict[str, Any]) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file + fsync + rename (never a partial file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as fh:
+    """Write ``text`` to ``path`` via a temporary file + fsync + rename (never a partial file); a failed
+    write (e.g. a full disk) removes its temporary file and re-raises."""
+    with atomic_path(path) as tmp, open(tmp, "w") as fh:
         fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def write_result(path: Path, doc: dict[str, Any]) -> Path:

@@ -12,7 +12,6 @@ so a kill never leaves a truncated checkpoint under the final name.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -22,20 +21,15 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from bench.errors import CheckpointError
+from bench.fsutil import atomic_path
 
 EXPORT_FORMAT = "augbench-backbone/1"
 
 
-def _tmp(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
 def save_state(path: Path, state: dict[str, Any]) -> None:
     """Atomically write a training-state checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp(path)
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def load_state(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -53,12 +47,10 @@ def load_state(path: Path, map_location: str | torch.device = "cpu") -> dict[str
 
 def export_backbone(path: Path, net: nn.Module, metadata: dict[str, Any]) -> None:
     """Write ``net.state_dict()`` as safetensors with JSON-encoded ``metadata`` values."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     meta = {"format": EXPORT_FORMAT, **{k: json.dumps(v) for k, v in metadata.items()}}
-    tmp = _tmp(path)
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
 
 
 def read_backbone_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -82,6 +74,17 @@ def read_backbone_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, A
     return tensors, meta
 
 
+def require_finite(tensors: dict[str, torch.Tensor], source: str) -> None:
+    """Raise :class:`CheckpointError` naming the tensors of ``source`` that hold NaN or infinite values
+    (a diverged or corrupted checkpoint would otherwise give meaningless scores)."""
+    bad = sorted(k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all()))
+    if bad:
+        raise CheckpointError(
+            f"{source}: {len(bad)} tensor(s) hold NaN or infinite values (e.g. {', '.join(bad[:3])}); "
+            f"the weights are unusable (diverged or corrupted)"
+        )
+
+
 def load_into(net: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> list[str]:
     """Load ``tensors`` into ``net`` requiring every key and shape to match; returns the loaded keys.
 
@@ -98,5 +101,6 @@ def load_into(net: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> 
             if keys:
                 parts.append(f"{len(keys)} {label} (e.g. {', '.join(keys[:3])})")
         raise CheckpointError(f"{source} does not match the backbone: " + "; ".join(parts))
+    require_finite(tensors, source)
     net.load_state_dict(tensors, strict=True)
     return sorted(tensors)

@@ -7,10 +7,14 @@ differentiable :func:`all_gather_with_grad` / :func:`all_reduce_sum_with_grad`.
 
 from __future__ import annotations
 
+import datetime
 import os
+import re
 
 import torch
 import torch.distributed as dist
+
+from bench.errors import BenchError
 
 
 def is_distributed() -> bool:
@@ -29,16 +33,46 @@ def is_main() -> bool:
     return rank() == 0
 
 
+#: Seconds a collective may wait for the other processes before failing (``BENCH_DIST_TIMEOUT``).
+DEFAULT_TIMEOUT = 1800
+
+
+def timeout_seconds() -> float:
+    return float(os.environ.get("BENCH_DIST_TIMEOUT", DEFAULT_TIMEOUT))
+
+
 def init_from_env() -> torch.device:
-    """Initialise the process group when launched by torchrun (``WORLD_SIZE > 1``); return the device."""
+    """Initialise the process group when launched by torchrun (``WORLD_SIZE > 1``); return the device.
+
+    Collectives time out after :func:`timeout_seconds`, so a process whose peer hangs fails instead of
+    waiting forever (a peer that dies closes its connections and fails the others at once).
+    """
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not is_distributed():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend=backend)
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_seconds()))
     if torch.cuda.is_available():
         local = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local)
         return torch.device("cuda", local)
     return torch.device("cpu")
+
+
+_COLLECTIVE_FAILURE = re.compile(r"gloo|nccl|connection closed|timed out|timeout|broken pipe", re.IGNORECASE)
+
+
+def collective_failure(exc: BaseException) -> BenchError | None:
+    """A one-line :class:`BenchError` when ``exc`` is a failed collective of a multi-process job (a peer
+    died or hung), else ``None``."""
+    if not is_distributed() or not isinstance(exc, RuntimeError):
+        return None
+    text = str(exc).strip()
+    if not _COLLECTIVE_FAILURE.search(text) and "Dist" not in type(exc).__name__:
+        return None
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return BenchError(
+        f"process {rank()} of {world_size()}: a collective operation failed ({first[:160]}); another "
+        f"process of the job died or hangs (collective timeout {timeout_seconds():.0f} s, BENCH_DIST_TIMEOUT)"
+    )
 
 
 @torch.no_grad()

@@ -26,6 +26,7 @@ Under that prefix:
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,7 @@ import torch
 from torch import nn
 
 from bench.errors import CheckpointError
-from pretrain.checkpoint import read_backbone_file
+from pretrain.checkpoint import read_backbone_file, require_finite
 
 CONTAINER_KEYS = ("state_dict", "model", "module", "backbone", "model_state_dict", "network")
 EXEMPT_SUFFIX = "num_batches_tracked"
@@ -103,7 +104,8 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt file, or pickled globals that weights_only refuses
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()  # torch colours parts of its message
+        first = text.splitlines()[0] if text else type(exc).__name__
         raise CheckpointError(
             f"cannot load {path} safely (torch.load with weights_only=True): {first}. Only tensors, "
             f"numbers and containers are accepted; re-save the state dict or convert it to safetensors"
@@ -157,6 +159,7 @@ def load_external(
             + "; ".join(parts)
             + " (pass --allow-partial to evaluate anyway with those tensors left random)"
         )
+    require_finite({k: under[k] for k in loaded}, str(path))
     with torch.no_grad():
         for k in loaded:
             own[k].copy_(under[k])

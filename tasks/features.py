@@ -15,9 +15,9 @@ Cache layout and commit protocol (per ``key``):
 
 Committing removes a stale sidecar, renames the finished ``.f16`` into place, then writes the sidecar
 through its own temporary file and an atomic rename.  A reader therefore sees either a complete entry
-or "not cached"; an interrupted run leaves at most an ignored ``.tmp-<pid>`` file behind (safe to
-delete).  A sidecar whose shape, dtype, label checksum or file size does not match the dataset is
-treated as a miss and the entry is recomputed.
+or "not cached"; an interrupted run leaves at most an ignored ``.tmp-<pid>`` file behind, which the
+next extraction into the same cache removes once its writer is gone.  A sidecar whose shape, dtype,
+label checksum or file size does not match the dataset is treated as a miss and the entry is recomputed.
 
 The cache key must name everything the features depend on; :func:`feature_key` builds one from a
 weights digest (:func:`state_dict_digest`), the dataset, the split and a transform description.
@@ -42,6 +42,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from bench.errors import BenchError, DatasetError
+from bench.fsutil import remove_stale_tmp
 
 __all__ = [
     "FeatureError",
@@ -303,6 +304,7 @@ def extract_features(
         return cached
 
     prec = resolve_precision(precision, device)
+    remove_stale_tmp(cache_dir)  # temporaries of killed extractions (their writers are gone)
     tmp_path = cache_dir / f"{key}.f16.tmp-{os.getpid()}"
     was_training = model.training
     model.eval()

@@ -2,9 +2,13 @@
 
 Task names are ``<family>/<dataset>``: ``linear/cifar10``, ``knn/food101``, ``linear-aug/imagenet``.
 Parametrised tasks are built from a *template* by name: ``<template>[:<argument>]`` (``cka:moco``,
-``invariance:moco_erasing``); the template says whether the argument is required and what it means.
-Groups: each family (``linear``, ``knn``, ``linear-aug``), each dataset name (``cifar10`` = the cached
-linear and kNN tasks on CIFAR-10) and ``all`` = every registered task except the opt-in ones (the
+``invariance:moco_erasing``); the template says whether the argument is required and what it means.  The
+dense transfer templates also take ``@<backend>``: ``det/voc07@torchvision``,
+``instseg/coco:fpn_1x@detectron2`` (the argument is then everything after the template name).
+Groups: each family (``linear``, ``knn``, ``linear-aug``, ``seg``), each dataset name (``cifar10`` = the
+cached linear and kNN tasks on CIFAR-10), the groups a template names (``det``, ``instseg``),
+``transfer`` = the dense transfer tasks (detection, instance segmentation and ``seg/voc12aug``,
+``seg/cityscapes``, ``seg/ade20k``) and ``all`` = every registered task except the opt-in ones (the
 augmented linear protocol trains through the backbone for 100 epochs and is only run when named) plus the
 templates marked ``in_all`` with their default argument.  ``--tasks`` takes a comma-separated list of task,
 group and template names.
@@ -21,6 +25,7 @@ others            36 -> 32        256 -> 224
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -29,6 +34,13 @@ from bench.errors import ConfigError, UnknownNameError
 from bench.registry import Registry
 from tasks.base import Task
 from tasks.classification import KnnTask, LinearProbeTask
+from tasks.detection.tasks import (
+    DET_DESCRIPTION,
+    DET_USAGE,
+    INSTSEG_DESCRIPTION,
+    INSTSEG_USAGE,
+    build_dense_task,
+)
 from tasks.frozen import EvalResolution
 from tasks.linear_aug import AugmentedLinearTask
 from tasks.representation.tasks import (
@@ -41,6 +53,7 @@ from tasks.representation.tasks import (
     build_comparison_task,
     build_invariance_task,
 )
+from tasks.segmentation.protocols import build_segmentation_tasks
 
 SMALL_IMAGES = {"smoke": EvalResolution(32, 32), "paper": EvalResolution(224, 224)}
 PHOTOS = {"smoke": EvalResolution(36, 32), "paper": EvalResolution(256, 224)}
@@ -57,10 +70,13 @@ CLASSIFICATION_DATASETS: dict[str, dict[str, EvalResolution]] = {
 
 #: Families left out of the ``all`` group (run only when named).
 OPT_IN_FAMILIES = ("linear-aug",)
+#: Families of the ``transfer`` group (fine-tuning on dense tasks).
+TRANSFER_FAMILIES = ("seg",)
 
 
 def build_task_registry() -> Registry[Task]:
-    """A fresh registry: linear, kNN and augmented-linear tasks on every classification dataset."""
+    """A fresh registry: linear, kNN and augmented-linear tasks on every classification dataset, then the
+    semantic-segmentation tasks."""
     reg: Registry[Task] = Registry("task")
     for dataset, res in CLASSIFICATION_DATASETS.items():
         tasks: tuple[Task, ...] = (
@@ -70,6 +86,8 @@ def build_task_registry() -> Registry[Task]:
         )
         for task in tasks:
             reg.register(task.name, task)
+    for seg_task in build_segmentation_tasks():
+        reg.register(seg_task.name, seg_task)
     return reg
 
 
@@ -81,7 +99,8 @@ class TaskTemplate:
     """A family of parametrised tasks: ``build(argument or None) -> Task``.
 
     ``usage`` is shown by ``bench ls tasks`` (e.g. ``cka:<recipe|checkpoint>``); ``needs_argument`` makes a
-    bare ``<name>`` an error; ``in_all`` adds ``build(None)`` to the ``all`` group.
+    bare ``<name>`` an error; ``in_all`` adds ``build(None)`` to the ``all`` group and ``groups`` to those
+    groups.
     """
 
     usage: str
@@ -89,6 +108,7 @@ class TaskTemplate:
     build: Callable[[str | None], Task]
     needs_argument: bool = False
     in_all: bool = False
+    groups: tuple[str, ...] = ()
 
 
 def build_template_registry() -> Registry[TaskTemplate]:
@@ -97,6 +117,26 @@ def build_template_registry() -> Registry[TaskTemplate]:
     reg.register(
         "invariance",
         TaskTemplate(INVARIANCE_USAGE, INVARIANCE_DESCRIPTION, build_invariance_task, in_all=True),
+    )
+    reg.register(
+        "det/voc07",
+        TaskTemplate(
+            DET_USAGE,
+            DET_DESCRIPTION,
+            partial(build_dense_task, "det/voc07"),
+            in_all=True,
+            groups=("det", "transfer"),
+        ),
+    )
+    reg.register(
+        "instseg/coco",
+        TaskTemplate(
+            INSTSEG_USAGE,
+            INSTSEG_DESCRIPTION,
+            partial(build_dense_task, "instseg/coco"),
+            in_all=True,
+            groups=("instseg", "transfer"),
+        ),
     )
     reg.register(
         "cka",
@@ -122,9 +162,16 @@ def build_template_registry() -> Registry[TaskTemplate]:
 TEMPLATES = build_template_registry()
 
 
+def split_template_spec(spec: str) -> tuple[str, str]:
+    """``<template>:<argument>`` or ``<template>@<backend>...`` -> (template name, argument)."""
+    name = re.split(r"[:@]", spec, maxsplit=1)[0]
+    rest = spec[len(name) :]
+    return name, rest[1:] if rest.startswith(":") else rest
+
+
 def build_from_template(spec: str) -> Task:
-    """The task named by ``<template>[:<argument>]``."""
-    name, _, arg = spec.partition(":")
+    """The task named by ``<template>[:<argument>]`` (or ``<template>@<backend>``)."""
+    name, arg = split_template_spec(spec)
     template = TEMPLATES.get(name)
     if template.needs_argument and not arg:
         raise ConfigError(f"task {name!r} needs an argument: {template.usage}")
@@ -135,8 +182,13 @@ def task_groups() -> dict[str, list[str]]:
     """Group name -> task names (see module docstring)."""
     groups: dict[str, list[str]] = {"all": []}
     groups["all"].extend(name for name, t in TEMPLATES.items() if t.in_all)
+    for name, template in TEMPLATES.items():
+        for group in template.groups:
+            groups.setdefault(group, []).append(name)
     for name, task in TASKS.items():
         groups.setdefault(task.family, []).append(name)
+        if task.family in TRANSFER_FAMILIES:
+            groups.setdefault("transfer", []).append(name)
         if task.family in OPT_IN_FAMILIES:
             continue
         groups["all"].append(name)
@@ -155,7 +207,7 @@ def resolve_tasks(spec: str) -> list[Task]:
             continue
         if part in groups:
             names.extend(groups[part])
-        elif part in TASKS or part.partition(":")[0] in TEMPLATES:
+        elif part in TASKS or split_template_spec(part)[0] in TEMPLATES:
             names.append(part)
         else:
             raise UnknownNameError("task", part, known)

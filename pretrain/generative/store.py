@@ -36,6 +36,7 @@ from typing import Any
 from PIL import Image
 
 from bench.errors import BenchError, DatasetError
+from bench.fsutil import atomic_path
 from bench.results import atomic_write_text
 from pretrain.generative.sources import SourceSet
 from tasks.datasets.registry import DATASETS
@@ -129,11 +130,9 @@ class VariantStore:
     def write_variant(self, source_relpath: str, k: int, image: Image.Image) -> Path:
         """Write one variant atomically (JPEG quality 95 for JPEG sources, else PNG)."""
         path = self.variant_path(source_relpath, k)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         fmt = "JPEG" if path.suffix.lower() in JPEG_SUFFIXES else "PNG"
-        image.convert("RGB").save(tmp, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            image.convert("RGB").save(tmp, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
         return path
 
     def append_records(self, shard: str, records: Iterable[dict[str, Any]]) -> None:

@@ -18,7 +18,6 @@ eval_transform``).
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from bench.fsutil import atomic_path
 from pretrain.augment.config import GenerativeConfig
 from pretrain.generative.store import VariantStore
 from tasks.datasets.base import decode_image, eval_transform
@@ -115,19 +115,17 @@ class VariantBank:
         per_image = int(store.manifest()["per_image"])
         path = cache / "variant-banks" / f"{store.digest()}-n{len(relpaths)}-s{size}.npy"
         if not path.is_file():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
             shape = (len(relpaths), per_image, 3, size, size)
-            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
             flat = _FlatVariants(store, relpaths, per_image, size)
             loader = DataLoader(flat, batch_size=per_image, num_workers=num_workers)
             bar = tqdm(loader, desc=f"decode variants {store.path.name}", unit="img", disable=not progress,
                        file=sys.stderr)  # fmt: skip
-            for i, batch in enumerate(bar):
-                out[i] = batch.numpy()
-            out.flush()
-            del out
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:
+                out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+                for i, batch in enumerate(bar):
+                    out[i] = batch.numpy()
+                out.flush()
+                del out
         return cls(np.load(path, mmap_mode="c"))  # copy-on-write: writable view, file untouched
 
     def gather(self, indices: torch.Tensor, variants: torch.Tensor) -> torch.Tensor:

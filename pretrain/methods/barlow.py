@@ -32,7 +32,7 @@ import torch
 from pretrain import distributed
 from pretrain.backbones import Backbone
 from pretrain.config import BarlowConfig
-from pretrain.methods.base import MixInfo, SSLMethod, StepOutput, ViewBatch, mlp, no_autocast
+from pretrain.methods.base import MixInfo, SSLMethod, StepOutput, ViewBatch, loss_dtype, mlp, no_autocast
 
 EPS = 1e-5  # BatchNorm1d's default, as in the official code
 
@@ -94,7 +94,7 @@ class BarlowTwins(SSLMethod):
         self.projector = mlp(dims, out_bias=False)
 
     def forward(self, batch: ViewBatch) -> StepOutput:
-        z1, z2 = (self.projector(self.backbone(x)).float() for x in batch.views)
+        z1, z2 = (loss_dtype(self.projector(self.backbone(x))) for x in batch.views)
         with no_autocast(z1.device):
             z1, z2 = mix_targets(z1, z2, batch.mix)
             loss = barlow_loss(z1, z2, self.cfg.lambd)

@@ -193,8 +193,15 @@ def mlp(
 
 
 def no_autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    """Disable autocast on ``device``: losses are computed in float32 from ``.float()`` embeddings."""
+    """Disable autocast on ``device``: losses are computed in float32 (or wider) from :func:`loss_dtype`
+    embeddings."""
     return torch.autocast(device_type=device.type, enabled=False)
+
+
+def loss_dtype(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in at least float32: half/bfloat16 embeddings of autocast are upcast for the loss, float64
+    models (used to check DDP equivalence to 1e-7) stay float64."""
+    return x if x.dtype == torch.float64 else x.float()
 
 
 def mixed_rows(

@@ -31,7 +31,16 @@ from torch import nn
 
 from pretrain.backbones import Backbone
 from pretrain.config import BYOLConfig
-from pretrain.methods.base import SSLMethod, StepOutput, ViewBatch, ema_update_, mixed_rows, mlp, no_autocast
+from pretrain.methods.base import (
+    SSLMethod,
+    StepOutput,
+    ViewBatch,
+    ema_update_,
+    loss_dtype,
+    mixed_rows,
+    mlp,
+    no_autocast,
+)
 
 
 def byol_loss(p: torch.Tensor, z: torch.Tensor, reduction: Literal["mean", "none"] = "mean") -> torch.Tensor:
@@ -79,9 +88,9 @@ class BYOL(SSLMethod):
 
     def forward(self, batch: ViewBatch) -> StepOutput:
         views = batch.views
-        preds = [self.predictor(self.projector(self.backbone(x))).float() for x in views]
+        preds = [loss_dtype(self.predictor(self.projector(self.backbone(x)))) for x in views]
         with torch.no_grad():
-            targets = [self.target_projector(self.target_backbone(x)).float() for x in views]
+            targets = [loss_dtype(self.target_projector(self.target_backbone(x))) for x in views]
         with no_autocast(preds[0].device):
             # prediction of view v regresses the target projection of view 1 - v; sum of both orders
             terms = [

@@ -47,7 +47,15 @@ from torch import nn
 from pretrain import distributed
 from pretrain.backbones import Backbone
 from pretrain.config import MocoConfig
-from pretrain.methods.base import SSLMethod, StepOutput, ViewBatch, ema_update_, mixed_rows, mlp_head
+from pretrain.methods.base import (
+    SSLMethod,
+    StepOutput,
+    ViewBatch,
+    ema_update_,
+    loss_dtype,
+    mixed_rows,
+    mlp_head,
+)
 
 
 def info_nce(
@@ -92,12 +100,17 @@ def moco_rows(
     return -(log_prob * pos).sum(dim=1) / pos.sum(dim=1)
 
 
+#: Base seed of the shuffled-BN permutations (one per key batch, numbered by the ``shuffles`` buffer).
+SHUFFLE_SEED = 0x5_4FF1E
+
+
 class MoCoV2(SSLMethod):
     """MoCo v2 (see module docstring).  ``forward`` consumes ``batch.views = (x_q, x_k)``."""
 
     queue: torch.Tensor
     queue_labels: torch.Tensor
     queue_ptr: torch.Tensor
+    shuffles: torch.Tensor
 
     def __init__(self, backbone: Backbone, cfg: MocoConfig) -> None:
         super().__init__()
@@ -111,6 +124,8 @@ class MoCoV2(SSLMethod):
         self.register_buffer("queue", F.normalize(torch.randn(cfg.queue_size, cfg.dim), dim=1))
         self.register_buffer("queue_labels", torch.full((cfg.queue_size,), -1, dtype=torch.long))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+        # key batches shuffled so far: seeds the next shuffle (a resumed run shuffles as an uninterrupted one)
+        self.register_buffer("shuffles", torch.zeros((), dtype=torch.long))
 
     def convert_sync_batchnorm_(self) -> int:
         """MoCo v2 keeps per-process BN in both encoders and shuffles the key batch across processes
@@ -133,19 +148,21 @@ class MoCoV2(SSLMethod):
         """Keys [B, dim] for ``x`` [B, 3, S, S]; shuffles the batch across processes under DDP."""
         if distributed.is_distributed() and self.cfg.shuffle_bn:
             x_all = distributed.all_gather_nograd(x)
-            perm = distributed.broadcast_(torch.randperm(x_all.shape[0], device=x.device))
+            g = torch.Generator().manual_seed(SHUFFLE_SEED + int(self.shuffles))
+            perm = torch.randperm(x_all.shape[0], generator=g).to(x.device)  # the same on every process
+            self.shuffles += 1
             b, r = x.shape[0], distributed.rank()
             mine = perm.view(distributed.world_size(), b)[r]
-            k_mine = F.normalize(self.key_head(self.key_backbone(x_all[mine])).float(), dim=1)
+            k_mine = F.normalize(loss_dtype(self.key_head(self.key_backbone(x_all[mine]))), dim=1)
             k_all = distributed.all_gather_nograd(k_mine)
             unshuffled = torch.empty_like(k_all)
             unshuffled[perm] = k_all
             return unshuffled[r * b : (r + 1) * b]
-        return F.normalize(self.key_head(self.key_backbone(x)).float(), dim=1)
+        return F.normalize(loss_dtype(self.key_head(self.key_backbone(x))), dim=1)
 
     def forward(self, batch: ViewBatch) -> StepOutput:
         x_q, x_k = batch.views
-        q = F.normalize(self.head(self.backbone(x_q)).float(), dim=1)
+        q = F.normalize(loss_dtype(self.head(self.backbone(x_q))), dim=1)
         k = self._keys(x_k)
         queue = self.queue.clone().detach()
         labels = batch.labels.to(q.device)

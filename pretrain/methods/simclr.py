@@ -28,7 +28,16 @@ import torch.nn.functional as F
 from pretrain import distributed
 from pretrain.backbones import Backbone
 from pretrain.config import SimCLRConfig
-from pretrain.methods.base import MixInfo, SSLMethod, StepOutput, ViewBatch, mixed_rows, mlp, no_autocast
+from pretrain.methods.base import (
+    MixInfo,
+    SSLMethod,
+    StepOutput,
+    ViewBatch,
+    loss_dtype,
+    mixed_rows,
+    mlp,
+    no_autocast,
+)
 
 
 def _cross_entropy_rows(logits: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
@@ -79,7 +88,7 @@ class SimCLR(SSLMethod):
         x1, x2 = batch.views
         n = x1.shape[0]
         # one pass over both views: BN statistics over the 2N images, as with the paper's global BN
-        z = self.projector(self.backbone(torch.cat([x1, x2], dim=0))).float()
+        z = loss_dtype(self.projector(self.backbone(torch.cat([x1, x2], dim=0))))
         z1, z2 = z[:n], z[n:]
         with no_autocast(z.device):
             loss = nt_xent(z1, z2, self.cfg.temperature, batch.mix)

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from pretrain.backbones import Backbone
 from pretrain.config import SimSiamConfig
-from pretrain.methods.base import SSLMethod, StepOutput, ViewBatch, mixed_rows, mlp, no_autocast
+from pretrain.methods.base import SSLMethod, StepOutput, ViewBatch, loss_dtype, mixed_rows, mlp, no_autocast
 
 
 def negative_cosine(
@@ -68,8 +68,8 @@ class SimSiam(SSLMethod):
         return [{"params": encoder}, {"params": predictor, "fixed_lr": self.cfg.fix_pred_lr}]
 
     def forward(self, batch: ViewBatch) -> StepOutput:
-        z = [self.projector(self.backbone(x)).float() for x in batch.views]
-        p = [self.predictor(zv).float() for zv in z]
+        z = [loss_dtype(self.projector(self.backbone(x))) for x in batch.views]
+        p = [loss_dtype(self.predictor(zv)) for zv in z]
         with no_autocast(z[0].device):
             terms = [
                 mixed_rows(_negative_cosine_rows, p[v], z[1 - v], batch.mix, source_view=v).mean()

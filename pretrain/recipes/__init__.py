@@ -6,7 +6,8 @@ Resolution of recipe ``R`` under profile ``P`` (later layers win; mappings merge
 2. ``profiles/P.yaml`` (scale: backbone, data, epochs, batch size, optimiser defaults);
 3. ``methods/<method>.yaml`` top level, then its ``profiles: P:`` section;
 4. the recipe entry's own layer (augmentation stages, label regime; later issues);
-5. a user recipe file's contents (``--recipe path/to/file.yaml``, which names ``extends: <recipe>``);
+5. a user recipe file's contents (``--recipe path/to/file.yaml``, which names ``extends: <recipe>`` or
+   ``extends: <another file>.yaml``, resolved relative to it; chains are merged base-first, cycles fail);
 6. ``--set key.path=value`` overrides.
 
 The merged mapping is validated strictly (:func:`bench.config.from_dict`): unknown or mistyped keys
@@ -60,19 +61,34 @@ def check_profile(profile: str) -> str:
     return profile
 
 
+def _file_layers(name: str) -> tuple[str, str, list[dict[str, Any]]]:
+    """``(registered base recipe, recipe name, file layers base-first)`` of a recipe file whose ``extends``
+    names a registered recipe or another recipe file (relative to the extending file); cycles fail."""
+    chain: list[Path] = []
+    layers: list[dict[str, Any]] = []
+    recipe_name: str | None = None
+    while name.endswith((".yaml", ".yml")):
+        path = Path(name) if not chain or Path(name).is_absolute() else chain[-1].parent / name
+        path = path.resolve()
+        if path in chain:
+            loop = " -> ".join(p.name for p in [*chain, path])
+            raise ConfigError(f"{chain[0]}: recursive extends ({loop})")
+        layer = load_yaml(path)
+        base = layer.pop("extends", None)
+        if not isinstance(base, str):
+            raise ConfigError(f"{path}: a recipe file must name the recipe it extends (extends: moco)")
+        file_name = layer.pop("name", path.stem)
+        recipe_name = recipe_name or file_name
+        chain.append(path)
+        layers.insert(0, layer)
+        name = base
+    return name, recipe_name or name, layers
+
+
 def recipe_layers(name: str, profile: str) -> tuple[str, list[dict[str, Any]]]:
     """The recipe's name and its YAML layers (without overrides), in merge order."""
     check_profile(profile)
-    user_layer: dict[str, Any] = {}
-    if name.endswith((".yaml", ".yml")):
-        path = Path(name)
-        user_layer = load_yaml(path)
-        base = user_layer.pop("extends", None)
-        if not isinstance(base, str):
-            raise ConfigError(f"{path}: a recipe file must name the recipe it extends (extends: moco)")
-        name, recipe_name = base, user_layer.pop("name", path.stem)
-    else:
-        recipe_name = name
+    name, recipe_name, user_layers = _file_layers(name)
     entry = get_recipe(name)
     method = _yaml(f"methods/{entry.method}.yaml")
     method_profiles = method.pop("profiles", {}) or {}
@@ -81,7 +97,7 @@ def recipe_layers(name: str, profile: str) -> tuple[str, list[dict[str, Any]]]:
         method,
         method_profiles.get(profile, {}) or {},
         entry.layer,
-        user_layer,
+        *user_layers,
     ]
     return recipe_name, layers
 

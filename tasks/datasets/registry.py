@@ -13,8 +13,22 @@ from pathlib import Path
 
 from bench.errors import DatasetError
 from bench.registry import Registry
-from tasks.datasets import cifar, food101, imagefolder, inat, places365
+from tasks.datasets import (
+    ade20k,
+    cifar,
+    cityscapes,
+    coco,
+    food101,
+    imagefolder,
+    inat,
+    places365,
+    voc,
+    voc_seg,
+)
 from tasks.datasets.base import ImageDataset, OnCorrupt
+from tasks.datasets.synth.dense_scenes import SCENES_VERSION
+from tasks.datasets.synth.scenes import SCENE_VERSION
+from tasks.datasets.synth.shapes import GENERATOR_VERSION
 
 SYNTHETIC_SCALES = ("smoke", "tiny")
 
@@ -37,9 +51,16 @@ class DatasetInfo:
             ``None`` (a given ``size`` without ``resize`` keeps their ratio).
         synthetic_image_size: side in pixels of the synthetic stand-in's images.
         prepare_hint: how to obtain the real data (shown in errors).
-        loader: ``(root, split, size, resize, on_corrupt) -> ImageDataset``.
+        loader: ``(root, split, size, resize, on_corrupt) -> ImageDataset``, or ``None`` for datasets that
+            are not image-classification sets (detection: VOC, COCO, read by their tasks; semantic
+            segmentation: read through mmsegmentation).
         synthesizer: ``(root, seed, scale) -> None``; writes the stand-in into ``root / relpath``.
         verifier: ``(root, check_images) -> list[str]`` of problems.
+        counter: ``(root, split) -> number of images`` without decoding any (default: ``len(load(...))``).
+        generator_version: version of the stand-in's renderer (a cached stand-in of another version is
+            regenerated).
+        synthetic_owner: the dataset whose stand-in writer also writes this one's files (``voc12aug`` lives
+            in the ``voc`` tree: one writer owns ``VOCdevkit``); ``None``: its own.
     """
 
     name: str
@@ -54,9 +75,12 @@ class DatasetInfo:
     default_resize: int
     synthetic_image_size: int
     prepare_hint: str
-    loader: Callable[[Path, str, int, int, OnCorrupt], ImageDataset]
+    loader: Callable[[Path, str, int, int, OnCorrupt], ImageDataset] | None
     synthesizer: Callable[[Path, int, str], None]
     verifier: Callable[[Path, bool], list[str]]
+    counter: Callable[[Path, str], int] | None = None
+    generator_version: int = GENERATOR_VERSION
+    synthetic_owner: str | None = None
 
     def path(self, root: Path | str) -> Path:
         """Where this dataset lives under ``root``."""
@@ -73,6 +97,12 @@ class DatasetInfo:
         """Load ``split`` from ``root`` (sizes default to ``default_size``/``default_resize``)."""
         if split not in self.splits:
             raise DatasetError(f"{self.name} has splits {', '.join(self.splits)}; got {split!r}")
+        if self.loader is None:
+            raise DatasetError(
+                f"{self.name} is not an image-classification dataset ({self.description}): it cannot be "
+                f"loaded as labelled images (pretraining data and linear/kNN tasks need a classification "
+                f"dataset; its detection/segmentation tasks read it themselves)"
+            )
         if not self.path(root).is_dir():
             raise DatasetError(f"{self.name} not found: no directory {self.path(root)}; {self.prepare_hint}")
         if size is None:
@@ -80,6 +110,12 @@ class DatasetInfo:
         if resize is None:  # keep the default resize/size ratio (256/224 for ImageNet)
             resize = round(size * self.default_resize / self.default_size)
         return self.loader(Path(root), split, size, resize, on_corrupt)
+
+    def count(self, root: Path | str, split: str) -> int:
+        """Number of images in ``split`` under ``root``."""
+        if self.counter is not None:
+            return self.counter(Path(root), split)
+        return len(self.load(root, split).labels)
 
     def write_synthetic(self, root: Path | str, seed: int, scale: str) -> None:
         """Write the synthetic stand-in (``scale`` in :data:`SYNTHETIC_SCALES`) into ``root / relpath``.
@@ -219,9 +255,121 @@ def build_dataset_registry() -> Registry[DatasetInfo]:
         synthesizer=inat.write_synthetic_inat2018,
         verifier=inat.verify_inat2018,
     )
-    for info in (cifar10, imagenet, cifar100, food, places, inat2018):
+    voc_info = DatasetInfo(
+        name="voc",
+        description="PASCAL VOC 2007+2012 detection (the VOCdevkit tree, also holding VOC12aug's files)",
+        relpath=voc.VOC_DIR,
+        splits=voc.VOC_SPLITS,
+        train_split="trainval",
+        test_split="test",
+        num_classes=len(voc.VOC_CLASSES),
+        synthetic_classes=len(voc.VOC_SYNTH_SHAPES),
+        default_size=800,
+        default_resize=800,
+        synthetic_image_size=max(voc.VOC_SYNTH_STYLE.widths),
+        prepare_hint=voc.VOC_PREPARE_HINT,
+        loader=None,
+        synthesizer=voc.write_synthetic_voc,
+        verifier=voc.verify_voc,
+        counter=voc.count_voc,
+        # the tree holds both renderers' scenes (detection objects, dense segmentation scenes)
+        generator_version=SCENE_VERSION * 1000 + SCENES_VERSION,
+    )
+    coco_info = DatasetInfo(
+        name="coco",
+        description="COCO 2017 instances: 118k train2017 / 5k val2017 images, 80 classes, polygon masks",
+        relpath=coco.COCO_DIR,
+        splits=coco.COCO_SPLITS,
+        train_split="train2017",
+        test_split="val2017",
+        num_classes=coco.COCO_NUM_CLASSES,
+        synthetic_classes=len(coco.COCO_SYNTH_CATEGORIES),
+        default_size=800,
+        default_resize=800,
+        synthetic_image_size=max(coco.COCO_SYNTH_STYLE.widths),
+        prepare_hint=coco.COCO_PREPARE_HINT,
+        loader=None,
+        synthesizer=coco.write_synthetic_coco,
+        verifier=coco.verify_coco,
+        counter=coco.count_coco,
+        generator_version=SCENE_VERSION,
+    )
+    for info in (
+        cifar10,
+        imagenet,
+        cifar100,
+        food,
+        places,
+        inat2018,
+        voc_info,
+        coco_info,
+        *segmentation_datasets(),
+    ):
         registry.register(info.name, info)
     return registry
+
+
+def segmentation_datasets() -> tuple[DatasetInfo, ...]:
+    """The semantic-segmentation datasets (no classification loader; see ``tasks/segmentation``)."""
+    voc12aug = DatasetInfo(
+        name="voc12aug",
+        description="PASCAL VOC 2012 segmentation + SBD (aug): 10,582 train / 1,449 val, 20 classes + bg",
+        relpath=voc_seg.VOC2012_DIR,
+        splits=voc_seg.VOC_SPLITS,
+        train_split="train",
+        test_split="val",
+        num_classes=len(voc_seg.VOC_CLASSES),
+        synthetic_classes=len(voc_seg.VOC_STYLE.labels) - 1,
+        default_size=512,
+        default_resize=512,
+        synthetic_image_size=voc_seg.VOC_SYNTH_SIZE[0],
+        prepare_hint=voc_seg.VOC12AUG_PREPARE_HINT,
+        loader=None,
+        synthesizer=voc.write_synthetic_voc,  # the owner's writer: see synthetic_owner
+        synthetic_owner="voc",
+        verifier=voc_seg.verify_voc12aug,
+        counter=voc_seg.count_voc12aug,
+        generator_version=SCENE_VERSION * 1000 + SCENES_VERSION,
+    )
+    city = DatasetInfo(
+        name="cityscapes",
+        description="Cityscapes fine: 2,975 train / 500 val street scenes (2048x1024), 19 train ids",
+        relpath=cityscapes.CITYSCAPES_DIR,
+        splits=cityscapes.CITYSCAPES_SPLITS,
+        train_split="train",
+        test_split="val",
+        num_classes=len(cityscapes.CITYSCAPES_CLASSES),
+        synthetic_classes=len(cityscapes.CITYSCAPES_STYLE.labels) - 1,
+        default_size=769,
+        default_resize=769,
+        synthetic_image_size=cityscapes.CITYSCAPES_SYNTH_SIZE[0],
+        prepare_hint=cityscapes.CITYSCAPES_PREPARE_HINT,
+        loader=None,
+        synthesizer=cityscapes.write_synthetic_cityscapes,
+        verifier=cityscapes.verify_cityscapes,
+        counter=cityscapes.count_cityscapes,
+        generator_version=SCENES_VERSION,
+    )
+    ade = DatasetInfo(
+        name="ade20k",
+        description="ADE20K SceneParsing (ADEChallengeData2016): 20,210 train / 2,000 val, 150 classes",
+        relpath=ade20k.ADE20K_DIR,
+        splits=ade20k.ADE20K_SPLITS,
+        train_split="train",
+        test_split="val",
+        num_classes=ade20k.ADE20K_NUM_CLASSES,
+        synthetic_classes=len(ade20k.ADE20K_STYLE.labels) - 1,
+        default_size=512,
+        default_resize=512,
+        synthetic_image_size=ade20k.ADE20K_SYNTH_SIZE[0],
+        prepare_hint=ade20k.ADE20K_PREPARE_HINT,
+        loader=None,
+        synthesizer=ade20k.write_synthetic_ade20k,
+        verifier=ade20k.verify_ade20k,
+        counter=ade20k.count_ade20k,
+        generator_version=SCENES_VERSION,
+    )
+    return voc12aug, city, ade
 
 
 #: The datasets augbench knows about.

@@ -158,3 +158,26 @@ def test_hide_labels_is_seeded_and_exact() -> None:
     assert np.array_equal(a[a >= 0], labels[a >= 0])
     assert (hide_labels(labels, 0.0, 5) == -1).all()
     assert np.array_equal(hide_labels(labels, 1.0, 5), labels)
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_ranks_shard_each_epoch_without_duplicates_or_drops(world: int) -> None:
+    """Over an epoch, the ranks' batches partition the first ``steps * B * world`` indices of the epoch's
+    permutation (``drop_last``): nothing duplicated, nothing dropped beyond the incomplete last batch."""
+    n, batch = 103, 4
+    labels = np.arange(n)  # label = index, so batches reveal which samples they hold
+    images = torch.zeros(n, 3, 2, 2, dtype=torch.uint8)
+    streams = [
+        PretrainStream(images, labels, batch, 7, images=images, rank=r, world_size=world)  # type: ignore[arg-type]
+        for r in range(world)
+    ]
+    steps = streams[0].steps_per_epoch
+    assert steps == n // (batch * world)
+    for epoch in range(2):
+        seen = []
+        for stream in streams:
+            it = stream.batches(epoch * steps)
+            seen += [int(i) for _ in range(steps) for i in next(it).labels]
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(7 + epoch)).tolist()
+        assert len(seen) == len(set(seen)) == steps * batch * world
+        assert sorted(seen) == sorted(perm[: steps * batch * world])

@@ -24,7 +24,6 @@ from typing import Any
 
 from bench.errors import DatasetError
 from tasks.datasets.registry import DATASETS, SYNTHETIC_SCALES, DatasetInfo
-from tasks.datasets.synth.shapes import GENERATOR_VERSION
 
 MARKER = ".augbench-synthetic.json"
 ROOT_MARKER = ".augbench-synthetic-root"
@@ -34,8 +33,10 @@ DEFAULT_SEED = 0
 
 
 def read_marker(root: Path | str, name: str) -> dict[str, Any] | None:
-    """The parsed marker of dataset ``name`` under ``root``, or ``None`` if absent or unreadable."""
-    path = DATASETS.get(name).path(root) / MARKER
+    """The parsed marker of dataset ``name`` under ``root``, or ``None`` if absent or unreadable.  A dataset
+    written by another's stand-in writer (``DatasetInfo.synthetic_owner``) has its owner's marker."""
+    info = DATASETS.get(name)
+    path = DATASETS.get(info.synthetic_owner or name).path(root) / MARKER
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -70,10 +71,10 @@ def _generate(root: Path, info: DatasetInfo, seed: int, scale: str) -> None:
     tmp.mkdir()
     try:
         info.write_synthetic(tmp, seed, scale)
-        counts = {split: len(info.load(tmp, split).labels) for split in info.splits}
+        counts = {split: info.count(tmp, split) for split in info.splits}
         marker = {
-            "generator": "tasks.datasets.synth.shapes",
-            "generator_version": GENERATOR_VERSION,
+            "generator": info.synthesizer.__module__,
+            "generator_version": info.generator_version,
             "dataset": info.name,
             "seed": seed,
             "scale": scale,
@@ -102,7 +103,8 @@ def ensure_synthetic(
     """
     if scale not in SYNTHETIC_SCALES:
         raise DatasetError(f"unknown synthetic scale {scale!r}; choose from {', '.join(SYNTHETIC_SCALES)}")
-    infos = [DATASETS.get(name) for name in names]
+    owners = dict.fromkeys(DATASETS.get(name).synthetic_owner or name for name in names)
+    infos = [DATASETS.get(name) for name in owners]
     root = Path(root)
     fresh = not root.exists() or not any(root.iterdir())
     root.mkdir(parents=True, exist_ok=True)
@@ -115,7 +117,7 @@ def ensure_synthetic(
             shutil.rmtree(leftover, ignore_errors=True)
         for info in infos:
             marker = read_marker(root, info.name)
-            wanted = {"generator_version": GENERATOR_VERSION, "seed": seed, "scale": scale}
+            wanted = {"generator_version": info.generator_version, "seed": seed, "scale": scale}
             if marker is not None and all(marker.get(key) == value for key, value in wanted.items()):
                 continue
             target = info.path(root)
