@@ -85,7 +85,9 @@ class Record:
 
     @property
     def protocol(self) -> str:
-        return str((self.doc["task"].get("protocol") or {}).get("name", "unnamed"))
+        """The protocol's ``name`` (segmentation protocols: their ``model``, e.g. ``fcn``)."""
+        proto = self.doc["task"].get("protocol") or {}
+        return str(proto.get("name") or proto.get("model") or "unnamed")
 
     @property
     def identity(self) -> str:
