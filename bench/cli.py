@@ -1,14 +1,16 @@
 """The ``bench`` command line.
 
-    bench run --recipe moco --tasks cifar10 [--profile smoke] [--data-root DIR] [--seeds 0,1] [--set k=v]
+    bench run --recipe moco[,moco_mixup|'moco*'] --tasks cifar10 [--profile smoke] [--data-root DIR]
+              [--seeds 0,1] [--set k=v] [--rerun-tasks]
     bench eval --checkpoint FILE [--backbone resnet50] --tasks linear [--allow-partial] [--label NAME]
-    bench ls recipes|tasks|backbones|profiles
+    bench ls recipes [--grid]|tasks|backbones|profiles
     bench show recipe NAME [--profile P] [--set k=v]
     bench generate --generator sd-unclip|sd-variations|icgan|oracle [--model DIR] --dataset NAME [...]
     bench data synth --root DIR [--datasets cifar10,imagenet] [--scale smoke]
     bench data verify NAME|STORE_DIR [--root DIR]
-    bench leaderboard [RUNS_DIR] [-o LEADERBOARD.md]
-    bench ci check --baseline FILE [RUNS_DIR]      bench ci baseline -o FILE [RUNS_DIR]
+    bench leaderboard [RUNS_DIR] [-o LEADERBOARD.md | -o DIR] [--layout families|paper:2310.18850|...]
+    bench ci check --baseline FILE [RUNS_DIR] [--junit FILE] [--markdown FILE]
+    bench ci baseline -o FILE [RUNS_DIR] [--recipes a,b] [--note TEXT]
 
 User errors (unknown names, bad configs, missing data, bad checkpoints) print one line and exit 2.
 """
@@ -48,7 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="pretrain a recipe and evaluate it on tasks")
-    p.add_argument("--recipe", required=True, help="recipe name (bench ls recipes) or a recipe YAML file")
+    p.add_argument(
+        "--recipe",
+        required=True,
+        help="recipe names, globs over the registry ('moco*') or recipe YAML files, comma-separated",
+    )
     p.add_argument("--tasks", default="all", help="comma-separated tasks or groups (bench ls tasks)")
     _add_common_recipe_args(p)
     p.add_argument("--data-root", help="dataset root (default: $BENCH_DATA, else synthetic stand-ins)")
@@ -56,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default: the recipe's train.seed)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted pretraining run")
     p.add_argument("--fresh", action="store_true", help="delete this run's directory and start over")
+    p.add_argument(
+        "--rerun-tasks",
+        action="store_true",
+        help="run tasks even when their result exists (same config, task version, profile, data root)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--leaderboard", help="leaderboard file to regenerate (default: RUNS_DIR/LEADERBOARD.md)")
     _add_on_corrupt(p)
@@ -107,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ls", help="list recipes, tasks, backbones or profiles")
     p.add_argument("what", choices=["recipes", "tasks", "backbones", "profiles"])
+    p.add_argument(
+        "--grid", action="store_true", help="recipes: the grid as tables (methods x augmentations)"
+    )
     p.add_argument("--data-root", help="data root whose dataset status `ls tasks` shows")
 
     p = sub.add_parser("show", help="print a resolved recipe")
@@ -128,21 +142,42 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--root", help="data root (default: $BENCH_DATA)")
     q.add_argument("--no-images", action="store_true", help="skip decoding every image")
 
-    p = sub.add_parser("leaderboard", help="render result files as a markdown leaderboard")
+    p = sub.add_parser("leaderboard", help="render result files as leaderboard tables, exports and plots")
     p.add_argument("runs_dir", nargs="?", help="directory searched for results (default: ./runs)")
-    p.add_argument("-o", "--output", default="LEADERBOARD.md")
+    p.add_argument(
+        "-o",
+        "--output",
+        default="LEADERBOARD.md",
+        help="FILE.md (markdown, plots in FILE-plots/) or a directory (markdown, CSV, JSON, plots, index.md)",
+    )
+    p.add_argument(
+        "--layout", default="families", help="families (default), paper:2310.18850, paper:2403.05966"
+    )
+    p.add_argument("--no-plots", action="store_true", help="tables and exports only")
 
     p = sub.add_parser("ci", help="regression gate against stored baselines")
     csub = p.add_subparsers(dest="ci_command", required=True)
-    q = csub.add_parser("check", help="fail (exit 1) when results regress beyond tolerance")
+    q = csub.add_parser(
+        "check", help="fail (exit 1) on regression, NaN/inf, missing result, task version or config change"
+    )
     q.add_argument("runs_dir", nargs="?")
     q.add_argument("--baseline", required=True)
-    q = csub.add_parser("baseline", help="write a baseline file from current results")
+    q.add_argument("--junit", help="also write the findings as JUnit XML to this file")
+    q.add_argument("--markdown", help="also write the findings as markdown (PR comment, job summary)")
+    q = csub.add_parser("baseline", help="write a baseline file from current results (>= 3 seeds per entry)")
     q.add_argument("runs_dir", nargs="?")
     q.add_argument("-o", "--output", required=True)
     q.add_argument("--profile", default="smoke")
     q.add_argument("--data-source", default="synthetic", choices=["synthetic", "real"])
-    q.add_argument("--tolerance", type=float, default=5.0)
+    q.add_argument("--recipes", help="comma-separated recipes or globs to include (default: all)")
+    q.add_argument("--min-seeds", type=int, default=3, help="seeds required per entry (default 3, minimum 3)")
+    q.add_argument("--alpha", type=float, help="per-entry false-alarm probability (default 0.005)")
+    q.add_argument("--rel-floor", type=float, default=0.02, help="tolerance floor, fraction of the mean")
+    q.add_argument("--abs-floor", type=float, default=0.001, help="tolerance floor, metric units")
+    q.add_argument("--note", default="", help="how the runs were produced (stored in the baseline)")
+    q.add_argument(
+        "--reruns", help="runs directory with reruns of baseline seeds: measures rerun noise (paired gate)"
+    )
     return parser
 
 

@@ -39,30 +39,39 @@ def _seeds(text: str | None) -> list[int | None]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from bench import harness
+    from bench.matrix import CellSummary, expand_recipes, summary_table
     from leaderboard.render import write_leaderboard
     from pretrain.recipes import check_profile, resolve_recipe
     from tasks.registry import resolve_tasks
 
     profile = check_profile(args.profile)
+    names = expand_recipes(args.recipe)
+    seeds = _seeds(args.seeds)
     tasks = resolve_tasks(args.tasks)
     data = resolve_data_root(args.data_root)
     runs = resolve_runs_dir(args.runs_dir)
-    reports = []
-    for seed in _seeds(args.seeds):
-        overrides = [*args.overrides, *([f"train.seed={seed}"] if seed is not None else [])]
-        recipe = resolve_recipe(args.recipe, profile, overrides)
-        reports.append(
-            harness.run(
-                recipe,
-                tasks,
-                profile,
-                data,
-                runs,
-                resume=args.resume,
-                fresh=args.fresh,
-                progress=not args.no_progress,
-                on_corrupt=args.on_corrupt,
-            )
+    recipes = []
+    for name in names:  # resolve every cell first: a bad name or override fails before any training
+        for seed in seeds:
+            overrides = [*args.overrides, *([f"train.seed={seed}"] if seed is not None else [])]
+            recipes.append(resolve_recipe(name, profile, overrides))
+    reports, cells = [], []
+    for recipe in recipes:
+        rep = harness.run(
+            recipe,
+            tasks,
+            profile,
+            data,
+            runs,
+            resume=args.resume,
+            fresh=args.fresh,
+            progress=not args.no_progress,
+            on_corrupt=args.on_corrupt,
+            rerun_tasks=args.rerun_tasks,
+        )
+        reports.append(rep)
+        cells.append(
+            CellSummary(recipe.name, recipe.train.seed, rep.pretrained, rep.ran, rep.skipped, rep.run_dir)
         )
     from pretrain import distributed
 
@@ -74,6 +83,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"run directory: {rep.run_dir}")
         for f in rep.result_files:
             print(f"result: {f}")
+    print(summary_table(cells))
     print(f"leaderboard: {board}")
     return 0
 
@@ -158,7 +168,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    if args.what == "recipes":
+    if args.what == "recipes" and args.grid:
+        from bench.matrix import grid_table
+
+        print(grid_table())
+    elif args.what == "recipes":
         from pretrain.recipes import RECIPES
 
         rows = [[n, e.method, e.aug or "-", e.regime or "ssl", e.description] for n, e in RECIPES.items()]
@@ -270,26 +284,58 @@ def _verify_store(path: Path, args: argparse.Namespace) -> int:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from leaderboard.render import write_leaderboard
+    from leaderboard.board import write_board
 
     runs = resolve_runs_dir(args.runs_dir)
     if not runs.is_dir():
         raise BenchError(f"runs directory not found: {runs}")
-    out = write_leaderboard(runs, Path(args.output))
-    print(f"leaderboard: {out}")
+    report = write_board(runs, Path(args.output), args.layout, plots=not args.no_plots)
+    for f in report.files:
+        print(f"wrote {f}")
+    if report.plots:
+        print(f"plots: {len(report.plots)} figures (PNG + SVG) in {report.plots[0].parent}")
+    if report.plots_note:
+        print(report.plots_note, file=sys.stderr)
+    print(f"leaderboard: {report.files[0]} ({report.tables} tables, layout {args.layout})")
     return 0
 
 
 def cmd_ci(args: argparse.Namespace) -> int:
-    from ci.check import check, format_findings, make_baseline
+    from ci import report
+    from ci.baseline import ALPHA, MIN_SEEDS, make_baseline
+    from ci.check import check
 
     runs = resolve_runs_dir(args.runs_dir)
     if args.ci_command == "baseline":
-        doc = make_baseline(runs, Path(args.output), args.profile, args.data_source, args.tolerance)
-        print(f"baseline with {len(doc['entries'])} entries: {args.output}")
+        if args.min_seeds < MIN_SEEDS:
+            raise ConfigError(f"--min-seeds must be at least {MIN_SEEDS} (a spread needs seeds)")
+        recipes = None
+        if args.recipes:
+            from bench.matrix import expand_recipes
+
+            recipes = expand_recipes(args.recipes)
+        doc = make_baseline(
+            runs,
+            Path(args.output),
+            args.profile,
+            args.data_source,
+            recipes=recipes,
+            min_seeds=args.min_seeds,
+            alpha=ALPHA if args.alpha is None else args.alpha,
+            rel_floor=args.rel_floor,
+            abs_floor=args.abs_floor,
+            note=args.note,
+            reruns=Path(args.reruns) if args.reruns else None,
+        )
+        print(
+            f"baseline with {len(doc['entries'])} entries over {len(doc['recipes'])} recipes: {args.output}"
+        )
         return 0
-    findings = check(runs, Path(args.baseline))
-    print(format_findings(findings))
-    failed = [f for f in findings if f.failed]
-    print(f"{len(findings) - len(failed)} ok, {len(failed)} failed", file=sys.stderr)
-    return 1 if failed else 0
+    baseline = Path(args.baseline)
+    findings = check(runs, baseline)
+    print(report.format_table(findings))
+    if args.junit:
+        print(f"junit: {report.write(Path(args.junit), report.junit(findings, baseline, runs))}")
+    if args.markdown:
+        print(f"markdown: {report.write(Path(args.markdown), report.markdown(findings, baseline, runs))}")
+    return 1 if any(f.failed for f in findings) else 0

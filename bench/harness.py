@@ -4,6 +4,10 @@ Run directory: ``<runs>/<recipe>/<profile>-<data source>-s<seed>-<hash>`` where 
 resolved recipe config and the data root.  Inside: ``recipe.yaml`` (resolved config),
 ``checkpoints/last.pt`` (full training state), ``backbone.safetensors``, ``pretrain.json`` (written last:
 pretraining is complete), ``tensorboard/`` and ``results/<family>-<dataset>.json``.
+
+A finished pretraining is reused, and a task whose result file already exists with the same recipe
+config hash (and variant store digest), task name, version and protocol, profile, seed and data root is
+skipped (:func:`reusable_result`; ``rerun_tasks=True`` runs it again).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -107,6 +111,16 @@ def prepare_data(data: DataRoot, datasets: list[str]) -> dict[str, str]:
     return sources
 
 
+def finished_pretraining(run_dir: Path, recipe: RecipeConfig) -> dict[str, Any] | None:
+    """The summary of a finished pretraining of ``recipe`` in ``run_dir``, else ``None``."""
+    done = run_dir / PRETRAIN_DONE
+    if done.is_file() and (run_dir / BACKBONE_NAME).is_file():
+        summary: dict[str, Any] = json.loads(done.read_text())
+        if summary.get("config_hash") == config_hash(recipe):
+            return summary
+    return None
+
+
 def pretrain(
     recipe: RecipeConfig,
     profile: str,
@@ -124,11 +138,10 @@ def pretrain(
     training.ensure_store`), ``None`` without one.
     """
     done = run_dir / PRETRAIN_DONE
-    if done.is_file() and (run_dir / BACKBONE_NAME).is_file():
-        summary: dict[str, Any] = json.loads(done.read_text())
-        if summary.get("config_hash") == config_hash(recipe):
-            log(f"reusing finished pretraining in {run_dir}")
-            return summary
+    summary: dict[str, Any] | None = finished_pretraining(run_dir, recipe)
+    if summary is not None:
+        log(f"reusing finished pretraining in {run_dir}")
+        return summary
     if (run_dir / CHECKPOINT_NAME).is_file() and not resume:
         raise BenchError(
             f"{run_dir} holds an unfinished pretraining run; pass --resume to continue it "
@@ -248,6 +261,34 @@ def result_doc(
     }
 
 
+def result_path(out_dir: Path, task: Task) -> Path:
+    return out_dir / "results" / f"{task.name.replace('/', '-').replace(':', '-')}.json"
+
+
+def reusable_result(path: Path, subject: dict[str, Any], task: Task, ctx: TaskContext) -> bool:
+    """Whether ``path`` holds a valid result of ``task`` for the same recipe config hash, variant store,
+    task version and protocol, profile, seed and data root (then the harness skips the task)."""
+    from bench.results import validate
+
+    try:
+        doc = json.loads(path.read_text())
+        validate(doc)
+    except (OSError, ValueError):
+        return False
+    gen, old_gen = subject.get("generative") or {}, doc["recipe"].get("generative") or {}
+    protocol = json.loads(json.dumps(task.protocol(ctx.profile)))
+    return (
+        doc["recipe"].get("config_hash") == subject["config_hash"]
+        and gen.get("digest") == old_gen.get("digest")
+        and doc["task"].get("name") == task.name
+        and doc["task"].get("version") == task.version
+        and doc["task"].get("protocol") == protocol
+        and doc.get("profile") == ctx.profile
+        and doc.get("seed") == ctx.seed
+        and doc["data"].get("root") == str(ctx.data_root)
+    )
+
+
 def run_tasks(
     backbone: Backbone,
     tasks: list[Task],
@@ -267,7 +308,7 @@ def run_tasks(
         seconds = time.perf_counter() - t0
         involved = {d: sources[d] for d in (*extra_datasets, *task.datasets)}
         doc = result_doc(subject, task, ctx, involved, output, pretrain_summary, seconds)
-        path = out_dir / "results" / f"{task.name.replace('/', '-').replace(':', '-')}.json"
+        path = result_path(out_dir, task)
         files.append(write_result(path, doc))
         metrics[task.name] = output.metrics
         shown = ", ".join(f"{k}={v:.2f}" for k, v in output.metrics.items())
@@ -323,6 +364,9 @@ class RunReport:
     run_dir: Path
     result_files: list[Path]
     metrics: dict[str, dict[str, float]]
+    pretrained: bool = True  # False: a finished pretraining was reused
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # tasks whose result existed (reusable_result)
 
 
 def run(
@@ -337,8 +381,10 @@ def run(
     progress: bool = True,
     device: torch.device | None = None,
     on_corrupt: OnCorrupt = "raise",
+    rerun_tasks: bool = False,
 ) -> RunReport:
-    """Pretrain ``recipe`` then evaluate every task; write one result file per task."""
+    """Pretrain ``recipe`` (or reuse it) then evaluate every task whose result does not exist yet
+    (``rerun_tasks``: every task); write one result file per task."""
     device = device or distributed.init_from_env()
     datasets = list(dict.fromkeys([recipe.data.dataset, *(d for t in tasks for d in t.datasets)]))
     sources = prepare_data(data, datasets)
@@ -351,7 +397,8 @@ def run(
                     shutil.rmtree(child) if child.is_dir() else child.unlink()
         remove_stale_tmp(run_dir)
         return _run_locked(recipe, tasks, profile, data, runs, run_dir, store, sources, device,
-                           resume=resume, progress=progress, on_corrupt=on_corrupt)  # fmt: skip
+                           resume=resume, progress=progress, on_corrupt=on_corrupt,
+                           rerun_tasks=rerun_tasks)  # fmt: skip
 
 
 def _run_locked(
@@ -368,7 +415,9 @@ def _run_locked(
     resume: bool,
     progress: bool,
     on_corrupt: OnCorrupt,
+    rerun_tasks: bool,
 ) -> RunReport:
+    reused = finished_pretraining(run_dir, recipe) is not None
     summary = pretrain(recipe, profile, data, run_dir, device, resume=resume, progress=progress, store=store)
     if not distributed.is_main():
         return RunReport(run_dir, [], {})
@@ -390,7 +439,18 @@ def _run_locked(
             profile, data, runs, device, recipe.train.seed, recipe.backbone.name, progress
         ),
     )
+    subject = subject_of(recipe, summary)
+    todo = [t for t in tasks if rerun_tasks or not reusable_result(result_path(run_dir, t), subject, t, ctx)]
+    skipped = [t for t in tasks if t not in todo]
+    for t in skipped:
+        log(
+            f"task {t.name}: its result exists (same config, task version, profile, seed and data root): "
+            "skipped (--rerun-tasks runs it again)"
+        )
     files, metrics = run_tasks(
-        backbone, tasks, ctx, subject_of(recipe, summary), sources, summary, run_dir, (recipe.data.dataset,)
+        backbone, todo, ctx, subject, sources, summary, run_dir, (recipe.data.dataset,)
     )
-    return RunReport(run_dir, files, metrics)
+    kept = [result_path(run_dir, t) for t in skipped]
+    return RunReport(
+        run_dir, [*kept, *files], metrics, not reused, [t.name for t in todo], [t.name for t in skipped]
+    )

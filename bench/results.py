@@ -8,7 +8,11 @@ Schema ``augbench-result/1`` (all keys always present)::
     task              {name, version, family, protocol (dict)}
     metrics           {metric name: float}
     primary_metric    name of the metric leaderboards and CI gates use
-    higher_is_better  {metric name: bool}
+    higher_is_better  {metric name: true | false | null}; null = a *descriptive* metric (invariance,
+                      diversity, CKA, OPD): it describes the representation and has no better direction,
+                      so leaderboards never mark a best value for it and the CI gate checks it both ways.
+                      Files written before null existed say true/false for them: :func:`metric_direction`
+                      treats the families in ``DESCRIPTIVE_FAMILIES`` as descriptive whatever the file says.
     details           task-specific extras (e.g. selected probe hyper-parameters)
     seed, profile
     data              {source: "synthetic" | "real", root, datasets: {name: "synthetic" | "real"}}
@@ -28,9 +32,14 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from bench.fsutil import atomic_path
+
+Direction = Literal["higher", "lower", "descriptive"]
+
+#: Task families whose metrics are descriptive (also for result files written before ``null`` existed).
+DESCRIPTIVE_FAMILIES = ("invariance", "cka", "opd")
 
 SCHEMA = "augbench-result/1"
 REQUIRED = (
@@ -75,8 +84,22 @@ class Result:
         return float(self.doc["metrics"][self.doc["primary_metric"]])
 
     @property
-    def higher_is_better(self) -> bool:
-        return bool(self.doc["higher_is_better"][self.doc["primary_metric"]])
+    def higher_is_better(self) -> bool | None:
+        """The primary metric's direction as stored (``None``: descriptive)."""
+        value = self.doc["higher_is_better"][self.doc["primary_metric"]]
+        return None if value is None else bool(value)
+
+    def direction(self, metric: str) -> Direction:
+        return metric_direction(self.doc, metric)
+
+
+def metric_direction(doc: dict[str, Any], metric: str) -> Direction:
+    """``"higher"`` / ``"lower"`` is better, or ``"descriptive"`` (``higher_is_better`` null, or a task
+    family listed in :data:`DESCRIPTIVE_FAMILIES`: files written before null existed stored true)."""
+    value = doc["higher_is_better"].get(metric)
+    if value is None or doc["task"].get("family") in DESCRIPTIVE_FAMILIES:
+        return "descriptive"
+    return "higher" if value else "lower"
 
 
 def validate(doc: dict[str, Any]) -> None:

@@ -1,52 +1,37 @@
-"""Collect result files into cells: (profile, data source) -> recipe row -> task column -> seeds.
+"""Collect result files into records: one per (row, task, task version, backend, seed).
 
-Tables never mix profiles or data sources: each (profile, data source) pair is its own table.  Within a
-table, a recipe that was run with more than one resolved config (e.g. different ``--set`` overrides)
-gets one row per config, labelled with the config hash; a generative recipe's variant store (its manifest
-digest, ``recipe.generative`` in results) is part of that identity.  When a (row, task, seed) has several
-result files, the newest (``created``) wins.  ``Table.generative`` keeps each generative row's
-generator, oracle flag, store digest and p for the table's notes.
+A *row* is a recipe run under one identity: its seedless config hash (``recipe.config_hash``) plus, for a
+generative recipe, its variant store's manifest digest (``recipe.generative.digest``).  A recipe with more
+than one identity under the same (profile, data source) gets one row per identity, labelled
+``recipe (cfg abcdef[, store 123456])``; otherwise the row is the recipe's name.  When a (row, task,
+task version, backend, seed) has several result files, the newest (``created``) wins.  Layouts
+(:mod:`leaderboard.layouts`) turn records into tables; they never mix profiles, data sources, task
+versions or backends.
 """
 
 from __future__ import annotations
 
-import statistics
+import math
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.results import Result, iter_results
+from bench.results import Direction, Result, iter_results
+
+#: Label of tasks whose protocol names no backend / framework (frozen features, computed in-process).
+IN_PROCESS = "in-process (PyTorch)"
 
 
-@dataclass(frozen=True)
-class Cell:
-    """All seeds of one (row, task): values of the primary metric."""
-
-    values: tuple[float, ...]
-    metric: str
-    higher_is_better: bool
-    task_version: int
-
-    @property
-    def mean(self) -> float:
-        return statistics.fmean(self.values)
-
-    @property
-    def std(self) -> float:
-        return statistics.stdev(self.values) if len(self.values) > 1 else 0.0
+def backend_of(doc: dict[str, Any]) -> str:
+    """The protocol's ``backend`` (detection: detectron2 / torchvision) or ``framework`` (mmsegmentation)."""
+    proto = doc["task"].get("protocol") or {}
+    return str(proto.get("backend") or proto.get("framework") or IN_PROCESS)
 
 
-@dataclass(frozen=True)
-class Table:
-    profile: str
-    data_source: str
-    rows: dict[str, dict[str, Cell]]  # row label -> task name -> cell
-    generative: dict[str, dict[str, Any]] = field(default_factory=dict)  # row label -> recipe.generative
-
-    @property
-    def tasks(self) -> list[str]:
-        return sorted({t for cells in self.rows.values() for t in cells})
+def identity_of(doc: dict[str, Any]) -> str:
+    gen = doc["recipe"].get("generative")
+    return str(doc["recipe"]["config_hash"]) + (f"+{gen['digest']}" if gen else "")
 
 
 def _short(identity: str) -> str:
@@ -55,41 +40,115 @@ def _short(identity: str) -> str:
     return f"cfg {chash[:6]}" + (f", store {digest[:6]}" if digest else "")
 
 
-def collect(root: Path) -> list[Table]:
-    """Group every result under ``root`` into tables (see module docstring)."""
-    latest: dict[tuple[str, str, str, str, str, int], Result] = {}
-    for res in iter_results(root):
+@dataclass(frozen=True)
+class Record:
+    """One result file (newest of its key) and the label of its leaderboard row."""
+
+    result: Result
+    label: str
+
+    @property
+    def doc(self) -> dict[str, Any]:
+        return self.result.doc
+
+    @property
+    def recipe(self) -> str:
+        return self.result.recipe
+
+    @property
+    def task(self) -> str:
+        return self.result.task
+
+    @property
+    def family(self) -> str:
+        return str(self.doc["task"].get("family") or self.task.split("/")[0])
+
+    @property
+    def version(self) -> int:
+        return int(self.doc["task"]["version"])
+
+    @property
+    def seed(self) -> int:
+        return int(self.doc["seed"])
+
+    @property
+    def profile(self) -> str:
+        return str(self.doc["profile"])
+
+    @property
+    def source(self) -> str:
+        return str(self.doc["data"]["source"])
+
+    @property
+    def backend(self) -> str:
+        return backend_of(self.doc)
+
+    @property
+    def protocol(self) -> str:
+        """The protocol's ``name`` (segmentation protocols: their ``model``, e.g. ``fcn``)."""
+        proto = self.doc["task"].get("protocol") or {}
+        return str(proto.get("name") or proto.get("model") or "unnamed")
+
+    @property
+    def identity(self) -> str:
+        return identity_of(self.doc)
+
+    @property
+    def generative(self) -> dict[str, Any] | None:
+        gen = self.doc["recipe"].get("generative")
+        return dict(gen) if gen else None
+
+    @property
+    def oracle(self) -> bool:
+        gen = self.generative
+        return bool(gen and gen.get("oracle"))
+
+    @property
+    def run_dir(self) -> Path:
+        """The run (or eval output) directory: ``<run>/results/<task>.json``."""
+        return self.result.path.parent.parent
+
+    def value(self, metric: str) -> float:
+        return float(self.doc["metrics"][metric])
+
+    def direction(self, metric: str) -> Direction:
+        return self.result.direction(metric)
+
+    def nonfinite(self) -> list[str]:
+        """Names of metrics whose value is NaN or infinite (or not a number at all)."""
+        bad = []
+        for name, v in self.doc["metrics"].items():
+            try:
+                ok = math.isfinite(float(v))
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                bad.append(name)
+        return bad
+
+
+def collect(root: Path, *, warn: bool = True) -> list[Record]:
+    """Every result under ``root`` as records (newest file per key, rows labelled; see module docstring)."""
+    latest: dict[tuple[Any, ...], Result] = {}
+    for res in iter_results(root, warn=warn):
         d = res.doc
-        gen = d["recipe"].get("generative")
-        identity = res.config_hash + (f"+{gen['digest']}" if gen else "")
-        key = (d["profile"], d["data"]["source"], res.recipe, identity, res.task, int(d["seed"]))
+        key = (
+            d["profile"],
+            d["data"]["source"],
+            res.recipe,
+            identity_of(d),
+            res.task,
+            int(d["task"]["version"]),
+            backend_of(d),
+            int(d["seed"]),
+        )
         if key not in latest or d["created"] >= latest[key].doc["created"]:
             latest[key] = res
-    hashes: dict[tuple[str, str, str], set[str]] = defaultdict(set)
-    for profile, source, recipe, chash, _, _ in latest:
-        hashes[(profile, source, recipe)].add(chash)
-    grouped: dict[tuple[str, str], dict[str, dict[str, list[Result]]]] = defaultdict(
-        lambda: defaultdict(lambda: defaultdict(list))
-    )
-    for (profile, source, recipe, chash, task, _), res in latest.items():
-        label = recipe if len(hashes[(profile, source, recipe)]) == 1 else f"{recipe} ({_short(chash)})"
-        grouped[(profile, source)][label][task].append(res)
-    tables = []
-    for (profile, source), rows in sorted(grouped.items()):
-        cells = {}
-        generative = {}
-        for label, tasks in sorted(rows.items()):
-            first = next(iter(tasks.values()))[0].doc["recipe"].get("generative")
-            if first:
-                generative[label] = first
-            cells[label] = {
-                task: Cell(
-                    values=tuple(r.primary for r in sorted(results, key=lambda r: r.doc["seed"])),
-                    metric=results[0].doc["primary_metric"],
-                    higher_is_better=results[0].higher_is_better,
-                    task_version=int(results[0].doc["task"]["version"]),
-                )
-                for task, results in sorted(tasks.items())
-            }
-        tables.append(Table(profile, source, cells, generative))
-    return tables
+    identities: dict[tuple[str, str, str], set[str]] = defaultdict(set)
+    for profile, source, recipe, identity, *_ in latest:
+        identities[(profile, source, recipe)].add(identity)
+    records = []
+    for (profile, source, recipe, identity, *_), res in sorted(latest.items(), key=lambda kv: kv[0]):
+        several = len(identities[(profile, source, recipe)]) > 1
+        records.append(Record(res, f"{recipe} ({_short(identity)})" if several else recipe))
+    return records

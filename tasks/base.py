@@ -22,8 +22,11 @@ from tasks.datasets.base import OnCorrupt
 
 @dataclass(frozen=True)
 class Metric:
+    """A reported metric.  ``higher_is_better``: ``True`` / ``False``, or ``None`` for a *descriptive*
+    metric (invariance, CKA, ...) that has no better direction (leaderboards mark no best value for it)."""
+
     name: str
-    higher_is_better: bool = True
+    higher_is_better: bool | None = True
 
 
 @dataclass(frozen=True, eq=False)

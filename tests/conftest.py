@@ -75,8 +75,10 @@ def make_result(
     config_hash: str = "abc123",
     version: int = 1,
     created: str = "2026-01-01T00:00:00",
+    extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a schema-valid result file the way the harness lays them out."""
+    """Write a schema-valid result file the way the harness lays them out (``extra``: top-level keys of
+    the document to replace, e.g. ``metrics``, ``task``, ``higher_is_better``)."""
     doc: dict[str, Any] = {
         "schema": SCHEMA,
         "recipe": {"name": recipe, "config": {}, "config_hash": config_hash},
@@ -92,6 +94,7 @@ def make_result(
         "timings": {},
         "pretrain": {},
         "created": created,
+        **(extra or {}),
     }
     run = root / recipe / f"{profile}-{source}-s{seed}-{config_hash}"
     return write_result(run / "results" / f"{task.replace('/', '-')}.json", doc)

@@ -170,7 +170,8 @@ def test_eval_representation_metrics(
     assert inv["data"]["datasets"] == {"imagenet": "synthetic"}
     assert abs(cka["metrics"]["cka"] - 1.0) < 1e-9 and abs(cka["metrics"]["cka_minibatch"] - 1.0) < 1e-9
     assert cka["details"]["reference"]["checkpoint"]["sha256"] == cka["recipe"]["config"]["sha256"]
-    assert opd["higher_is_better"] == {"opd": False} and 0.0 < opd["metrics"]["opd"] <= 2.0
+    assert inv["higher_is_better"] == {"invariance": None, "diversity": None}  # descriptive metrics
+    assert opd["higher_is_better"] == {"opd": None} and 0.0 < opd["metrics"]["opd"] <= 2.0
     assert opd["details"]["reference"]["checkpoint"]["path"] == str(y)
     assert "invariance" in (runs / "LEADERBOARD.md").read_text()
     capsys.readouterr()

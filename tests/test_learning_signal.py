@@ -1,11 +1,11 @@
-"""Every SSL method must learn in the smoke profile, and the CI gate must hold against the baseline.
+"""Every SSL method must learn in the smoke profile.
 
 Through the CLI on the smoke-scale synthetic stand-ins (the embedded default's data): ``bench run`` per
-method, a random-init backbone probed once for reference, then ``bench ci check`` against
-``ci/baselines/smoke.json``. Measured on this 2-core CPU (seed 0, 25 epochs of 5000 images, about
-100-160 s of pretraining each; linear-probe top-1 on the synthetic CIFAR-10 test split):
-random init 26.4%; see ``docs/smoke.md`` for each method's figure. Each method must beat random init
-by at least ``MARGIN`` points.
+method and a random-init backbone probed once for reference (the CI gate against
+``ci/baselines/smoke.json`` is checked in ``tests/ci/test_gate.py``). Measured on this 2-core CPU (seed 0,
+25 epochs of 5000 images, about 100-160 s of pretraining each; linear-probe top-1 on the synthetic
+CIFAR-10 test split): random init 26.4%; see ``docs/smoke.md`` for each method's figure. Each method
+must beat random init by at least ``MARGIN`` points.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from tasks.features import state_dict_digest
 from tasks.registry import TASKS
 
 MARGIN = 10.0  # percentage points of linear-probe top-1 on the synthetic CIFAR-10 stand-in
-BASELINE = Path(__file__).resolve().parent.parent / "ci" / "baselines" / "smoke.json"
 METHODS = ["moco", "simclr", "byol", "simsiam", "barlow"]
 
 
@@ -66,5 +65,3 @@ def test_method_beats_random_init(
     top1 = json.loads(result.read_text())["metrics"]["top1"]
     print(f"random init {base:.1f}%  {recipe} {top1:.1f}%")
     assert top1 >= base + MARGIN, f"{recipe} {top1:.1f}% does not beat random init {base:.1f}% by {MARGIN}"
-    if recipe == "moco":
-        assert main(["ci", "check", str(runs), "--baseline", str(BASELINE)]) == 0

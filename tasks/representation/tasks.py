@@ -35,8 +35,9 @@ bounds and a small study: ``docs/representation.md``.
     * ``opd``: metric ``opd`` (orthogonal Procrustes distance, centred and Frobenius-normalised, in
       ``[0, 2]``, lower = more similar; streamed, memory ``O(D1 D2)``).
 
-``higher_is_better`` is required by the result schema; invariance, diversity and CKA are descriptive and
-marked ``True`` (more invariant / diverse / similar), OPD ``False`` (a distance).
+Every metric here is descriptive (``higher_is_better: null`` in results, :class:`tasks.base.Metric` with
+``None``): more invariance, diversity or similarity is not "better" per se, so leaderboards mark no best
+value for them (OPD is a distance: lower = more similar, not better).
 """
 
 from __future__ import annotations
@@ -201,7 +202,7 @@ class InvarianceTask:
     version: int = 1
     family: str = "invariance"
     primary: str = "invariance"
-    metrics: tuple[Metric, ...] = (Metric("invariance"), Metric("diversity"))
+    metrics: tuple[Metric, ...] = (Metric("invariance", None), Metric("diversity", None))
 
     @property
     def datasets(self) -> tuple[str, ...]:
@@ -319,8 +320,8 @@ class ComparisonTask:
     @property
     def metrics(self) -> tuple[Metric, ...]:
         if self.kind == "cka":
-            return (Metric("cka"), Metric("cka_minibatch"))
-        return (Metric("opd", higher_is_better=False),)
+            return (Metric("cka", None), Metric("cka_minibatch", None))
+        return (Metric("opd", None),)
 
     @property
     def datasets(self) -> tuple[str, ...]:

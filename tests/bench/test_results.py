@@ -43,3 +43,20 @@ def test_atomic_write_never_leaves_partial_file(tmp_path: Path, monkeypatch: pyt
     with pytest.raises(OSError):
         atomic_write_text(target, "new content")
     assert target.read_text() == "old"  # the previous file is intact
+
+
+def test_metric_direction_and_descriptive_metrics(tmp_path: Path) -> None:
+    from bench.results import metric_direction
+
+    doc = json.loads(make_result(tmp_path, "moco", "linear/cifar10", 0, 55.0).read_text())
+    doc["higher_is_better"] = {"top1": True, "top5": False, "spread": None}
+    assert [metric_direction(doc, m) for m in ("top1", "top5", "spread")] == [
+        "higher",
+        "lower",
+        "descriptive",
+    ]
+    # files written before null existed stored true for invariance / CKA: their families are descriptive
+    doc["task"]["family"] = "invariance"
+    assert metric_direction(doc, "top1") == "descriptive"
+    (res,) = iter_results(tmp_path)
+    assert res.direction("top1") == "higher" and res.higher_is_better is True

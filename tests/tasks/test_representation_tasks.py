@@ -190,7 +190,7 @@ def test_names_resolve_to_what_was_typed(tmp_path: Path) -> None:
     assert (cutout.policy, cutout.layer) == ("moco_cutout", "projector")
     assert isinstance(cka, ComparisonTask) and (cka.reference, cka.dataset) == (str(ckpt), "imagenet")
     assert isinstance(opd, ComparisonTask) and (opd.reference, opd.dataset) == ("moco", "cifar10")
-    assert [m.higher_is_better for m in opd.metrics] == [False] and opd.datasets == ("cifar10",)
+    assert [m.higher_is_better for m in opd.metrics] == [None] and opd.datasets == ("cifar10",)
     assert "invariance" in resolve_tasks("all")[0].name
     for task in tasks:
         json.dumps(task.protocol("smoke")), json.dumps(task.protocol("paper"))
