@@ -22,8 +22,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from bench import provenance
-from bench.errors import ConfigError
+from core import provenance
+from core.errors import ConfigError
 from pretrain.generative.base import (
     GeneratorSettings,
     ModelFolderError,

@@ -35,9 +35,9 @@ from typing import Any
 
 from PIL import Image
 
-from bench.errors import BenchError, DatasetError
-from bench.fsutil import atomic_path
-from bench.results import atomic_write_text
+from core.errors import BenchError, DatasetError
+from core.fsutil import atomic_path
+from core.results import atomic_write_text
 from pretrain.generative.sources import SourceSet
 from tasks.datasets.registry import DATASETS
 
