@@ -148,6 +148,7 @@ def generate(
         if len(variants) != len(images) or any(len(v) != settings.per_image for v in variants):
             raise RuntimeError(f"generator {name!r} returned the wrong number of variants")
         for src, outs in zip(images, variants, strict=True):
+            store.clear_partial(src.relpath)
             for k, image in enumerate(outs):
                 store.write_variant(src.relpath, k, image)
         seconds = (time.perf_counter() - t0) / len(batch)
