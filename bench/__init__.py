@@ -1,3 +1,6 @@
-"""augbench command-line harness: recipe -> pretrain -> tasks -> results -> leaderboard -> CI gate."""
+"""augbench's top layer: the command line, the harness (recipe -> pretrain -> tasks -> results), matrix
+runs and their fan-out.  The ground every layer stands on is :mod:`core`."""
 
-__version__ = "0.1.0"
+from core import __version__
+
+__all__ = ["__version__"]

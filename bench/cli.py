@@ -23,7 +23,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from bench.errors import BenchError
+from core.errors import BenchError
 
 
 def _add_common_recipe_args(p: argparse.ArgumentParser) -> None:

@@ -9,9 +9,9 @@ from pathlib import Path
 import yaml
 from tabulate import tabulate
 
-from bench.config import to_dict
-from bench.errors import BenchError, ConfigError
-from bench.paths import resolve_data_root, resolve_runs_dir
+from core.config import to_dict
+from core.errors import BenchError, ConfigError
+from core.paths import resolve_data_root, resolve_runs_dir
 
 
 def dispatch(args: argparse.Namespace) -> int:

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 from bench.harness import log, overall_source, prepare_data, reference_resolver, run_tasks
-from bench.paths import DataRoot, cache_dir
-from bench.results import atomic_write_text
+from core.paths import DataRoot, cache_dir
+from core.results import atomic_write_text
 from pretrain import distributed
 from pretrain.backbones import build_backbone
 from pretrain.external import load_external

@@ -28,12 +28,12 @@ from typing import Any
 import torch
 import yaml
 
-from bench import provenance
-from bench.config import config_hash, to_dict
-from bench.errors import BenchError, DatasetError
-from bench.fsutil import LOCK_NAME, remove_stale_tmp, run_lock
-from bench.paths import DataRoot, cache_dir
-from bench.results import SCHEMA, atomic_write_text, write_result
+from core import provenance
+from core.config import config_hash, to_dict
+from core.errors import BenchError, DatasetError
+from core.fsutil import LOCK_NAME, remove_stale_tmp, run_lock
+from core.paths import DataRoot, cache_dir
+from core.results import SCHEMA, atomic_write_text, write_result
 from pretrain import distributed
 from pretrain.backbones import Backbone, build_backbone
 from pretrain.checkpoint import load_into, read_backbone_file
@@ -242,7 +242,7 @@ def result_doc(
     pretrain_summary: dict[str, Any],
     task_seconds: float,
 ) -> dict[str, Any]:
-    """A schema-1 result document (see :mod:`bench.results`); ``sources`` covers the datasets involved."""
+    """A schema-1 result document (see :mod:`core.results`); ``sources`` covers the datasets involved."""
     return {
         "schema": SCHEMA,
         "recipe": subject,
@@ -282,7 +282,7 @@ def result_path(out_dir: Path, task: Task) -> Path:
 def reusable_result(path: Path, subject: dict[str, Any], task: Task, ctx: TaskContext) -> bool:
     """Whether ``path`` holds a valid result of ``task`` for the same recipe config hash, variant store,
     task version and protocol, profile, seed and data root (then the harness skips the task)."""
-    from bench.results import validate
+    from core.results import validate
 
     try:
         doc = json.loads(path.read_text())

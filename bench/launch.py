@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from bench.errors import BenchError, ConfigError
+from core.errors import BenchError, ConfigError
 
 Launcher = Literal["local", "slurm"]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from bench.errors import ConfigError, UnknownNameError
+from core.errors import ConfigError, UnknownNameError
 
 GLOB_CHARS = "*?["
 

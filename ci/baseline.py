@@ -47,8 +47,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from bench.errors import ConfigError
-from bench.results import atomic_write_text
+from core.errors import ConfigError
+from core.results import atomic_write_text
 from leaderboard.collect import Record, collect
 from leaderboard.layouts import shown_metrics
 from leaderboard.stats import mean, std, t_quantile

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from bench.results import atomic_write_text
 from ci.check import Finding
+from core.results import atomic_write_text
 
 HEADERS = ["status", "recipe", "task", "metric", "current (n)", "reference", "Δ", "tolerance", "mode", "note"]
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench.results import atomic_write_text
+from core.results import atomic_write_text
 from leaderboard.collect import collect
 from leaderboard.export import layout_stem, write_exports, write_index
 from leaderboard.layouts import build_layout, check_layout

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.results import Direction, Result, iter_results
+from core.results import Direction, Result, iter_results
 
 #: Label of tasks whose protocol names no backend / framework (frozen features, computed in-process).
 IN_PROCESS = "in-process (PyTorch)"

@@ -18,7 +18,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from bench.results import atomic_write_text
+from core.results import atomic_write_text
 from leaderboard.model import Table, TableCell
 from leaderboard.render import caption
 

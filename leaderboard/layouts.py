@@ -16,7 +16,7 @@ import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 
-from bench.errors import UnknownNameError
+from core.errors import UnknownNameError
 from leaderboard.collect import Record
 from leaderboard.model import Cell, Column, Row, Table, build_table
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.results import Direction
+from core.results import Direction
 from leaderboard.stats import PairedDelta, mean, paired_delta, std
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from bench.results import atomic_write_text
+from core.results import atomic_write_text
 from leaderboard.collect import collect
 from leaderboard.layouts import build_layout
 from leaderboard.model import Column, Table, TableCell

@@ -20,8 +20,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from bench.errors import CheckpointError
-from bench.fsutil import atomic_path
+from core.errors import CheckpointError
+from core.fsutil import atomic_path
 
 EXPORT_FORMAT = "augbench-backbone/1"
 

@@ -1,4 +1,4 @@
-"""The recipe schema: typed, frozen dataclasses validated strictly by :mod:`bench.config`.
+"""The recipe schema: typed, frozen dataclasses validated strictly by :mod:`core.config`.
 
 A recipe = backbone x SSL method x augmentation policy x pretraining data x optimisation x label regime.
 YAML files under ``pretrain/recipes/`` provide the values (see :mod:`pretrain.recipes`); the defaults

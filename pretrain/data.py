@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from bench.errors import ConfigError
+from core.errors import ConfigError
 
 if TYPE_CHECKING:
     from pretrain.generative.swap import SourceSwap, VariantBank

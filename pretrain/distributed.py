@@ -14,7 +14,7 @@ import re
 import torch
 import torch.distributed as dist
 
-from bench.errors import BenchError
+from core.errors import BenchError
 
 
 def is_distributed() -> bool:

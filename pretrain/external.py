@@ -6,7 +6,7 @@ Accepted files:
 * PyTorch files (``.pt``, ``.pth``, ``.pth.tar``, ``.ckpt``) read with ``torch.load(weights_only=True)``:
   a plain state dict (torchvision style) or a training checkpoint that nests it under one of
   :data:`CONTAINER_KEYS` (MoCo / SimCLR / Lightning style: ``{"state_dict": {...}, "epoch": ...}``).
-  A file that needs arbitrary pickled objects is refused (:class:`~bench.errors.CheckpointError`).
+  A file that needs arbitrary pickled objects is refused (:class:`~core.errors.CheckpointError`).
 
 Key matching: the checkpoint's keys usually carry a prefix in front of the torchvision ResNet keys
 (MoCo v2: ``module.encoder_q.``; Lightning: ``backbone.``; DDP: ``module.``).  For every checkpoint key
@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench.errors import CheckpointError
+from core.errors import CheckpointError
 from pretrain.checkpoint import read_backbone_file, require_finite
 
 CONTAINER_KEYS = ("state_dict", "model", "module", "backbone", "model_state_dict", "network")

@@ -29,8 +29,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from bench.config import config_hash, to_dict
-from bench.errors import CheckpointError, ConfigError
+from core.config import config_hash, to_dict
+from core.errors import CheckpointError, ConfigError
 from pretrain import distributed
 from pretrain.augment.policy import AugmentPolicy
 from pretrain.checkpoint import export_backbone, load_state, save_state

@@ -41,8 +41,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from bench.errors import BenchError, DatasetError
-from bench.fsutil import remove_stale_tmp
+from core.errors import BenchError, DatasetError
+from core.fsutil import remove_stale_tmp
 
 __all__ = [
     "FeatureError",

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from bench.errors import ConfigError, DatasetError
+from core.errors import ConfigError, DatasetError
 
 CPU = torch.device("cpu")
 

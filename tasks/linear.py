@@ -45,7 +45,7 @@ from typing import Literal, Protocol
 import numpy as np
 import torch
 
-from bench.errors import ConfigError, DatasetError
+from core.errors import ConfigError, DatasetError
 from tasks.probe_optim import BatchedLBFGS, FeatureSource, fit_adam
 
 DEFAULT_WEIGHT_DECAYS: tuple[float, ...] = tuple(float(f"{x:.3g}") for x in np.logspace(-6, -1, 8))

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from bench.errors import DatasetError
+from core.errors import DatasetError
 
 if TYPE_CHECKING:
     from tasks.linear import ProbeConfig

@@ -30,8 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
-from bench.errors import ConfigError, UnknownNameError
-from bench.registry import Registry
+from core.errors import ConfigError, UnknownNameError
+from core.registry import Registry
 from tasks.base import Task
 from tasks.classification import KnnTask, LinearProbeTask
 from tasks.detection.tasks import (

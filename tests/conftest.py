@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from bench.results import SCHEMA, write_result
+from core.results import SCHEMA, write_result
 
 
 @pytest.fixture

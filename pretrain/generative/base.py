@@ -16,7 +16,7 @@ variant store (:mod:`pretrain.generative.store`) drives generators, and never kn
   generator from a local model folder; optional stacks (diffusers) are imported only inside ``build``.
 
 Nothing is ever downloaded: a model is a local folder (``--model DIR``), and a missing folder or file is a
-:class:`~bench.errors.BenchError` naming where it looked and what must be there.
+:class:`~core.errors.BenchError` naming where it looked and what must be there.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import torch
 from PIL import Image
 
-from bench.errors import BenchError
-from bench.paths import cache_dir
+from core.errors import BenchError
+from core.paths import cache_dir
 
 if TYPE_CHECKING:
     from pretrain.generative.sources import SourceSet

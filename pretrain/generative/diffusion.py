@@ -47,7 +47,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from bench.errors import ConfigError
+from core.errors import ConfigError
 from pretrain.generative.base import GeneratorSettings, SourceImage, weights_digest
 from pretrain.generative.diffusion_load import PIPELINES, LoadedPipeline, load_pipeline
 

@@ -22,8 +22,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from bench import provenance
-from bench.errors import ConfigError
+from core import provenance
+from core.errors import ConfigError
 from pretrain.generative.base import (
     GeneratorSettings,
     ModelFolderError,
@@ -148,6 +148,7 @@ def generate(
         if len(variants) != len(images) or any(len(v) != settings.per_image for v in variants):
             raise RuntimeError(f"generator {name!r} returned the wrong number of variants")
         for src, outs in zip(images, variants, strict=True):
+            store.clear_partial(src.relpath)
             for k, image in enumerate(outs):
                 store.write_variant(src.relpath, k, image)
         seconds = (time.perf_counter() - t0) / len(batch)

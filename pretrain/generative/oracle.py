@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from bench.errors import DatasetError
+from core.errors import DatasetError
 from pretrain.generative.base import GeneratorSettings, SourceImage
 from pretrain.generative.sources import SourceSet
 from tasks.datasets import imagefolder

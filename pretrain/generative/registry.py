@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.registry import Registry
+from core.registry import Registry
 from pretrain.generative.base import GeneratorSettings, GeneratorSpec, VariantGenerator
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bench.errors import DatasetError
+from core.errors import DatasetError
 from tasks.datasets.base import ArrayImageDataset, FolderImageDataset
 from tasks.datasets.registry import DATASETS
 

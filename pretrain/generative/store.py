@@ -35,9 +35,9 @@ from typing import Any
 
 from PIL import Image
 
-from bench.errors import BenchError, DatasetError
-from bench.fsutil import atomic_path
-from bench.results import atomic_write_text
+from core.errors import BenchError, DatasetError
+from core.fsutil import atomic_path
+from core.results import atomic_write_text
 from pretrain.generative.sources import SourceSet
 from tasks.datasets.registry import DATASETS
 
@@ -126,6 +126,15 @@ class VariantStore:
     # -- variants and records -------------------------------------------------------------------------
     def variant_path(self, source_relpath: str, k: int) -> Path:
         return self.path / variant_relpath(source_relpath, k)
+
+    def clear_partial(self, source_relpath: str) -> list[Path]:
+        """Delete the temporaries a killed run left among one source's variants.  Only the shard that
+        owns the source (re)writes it, so any temporary there is stale, whatever host wrote it."""
+        folder = self.variant_path(source_relpath, 0).parent
+        stale = list(folder.glob(".*.tmp-*")) if folder.is_dir() else []
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return stale
 
     def write_variant(self, source_relpath: str, k: int, image: Image.Image) -> Path:
         """Write one variant atomically (JPEG quality 95 for JPEG sources, else PNG)."""

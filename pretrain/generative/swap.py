@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from bench.fsutil import atomic_path
+from core.fsutil import atomic_path
 from pretrain.augment.config import GenerativeConfig
 from pretrain.generative.store import VariantStore
 from tasks.datasets.base import decode_image, eval_transform

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from bench.paths import DataRoot
+from core.paths import DataRoot
 from pretrain import distributed
 from pretrain.config import RecipeConfig
 from pretrain.generative.base import GeneratorSettings

@@ -10,7 +10,7 @@ Resolution of recipe ``R`` under profile ``P`` (later layers win; mappings merge
    ``extends: <another file>.yaml``, resolved relative to it; chains are merged base-first, cycles fail);
 6. ``--set key.path=value`` overrides.
 
-The merged mapping is validated strictly (:func:`bench.config.from_dict`): unknown or mistyped keys
+The merged mapping is validated strictly (:func:`core.config.from_dict`): unknown or mistyped keys
 fail with their dotted path.
 """
 
@@ -21,9 +21,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from bench.config import apply_overrides, deep_merge, from_dict, load_yaml
-from bench.errors import ConfigError, UnknownNameError
-from bench.registry import Registry
+from core.config import apply_overrides, deep_merge, from_dict, load_yaml
+from core.errors import ConfigError, UnknownNameError
+from core.registry import Registry
 from pretrain.config import RecipeConfig
 from pretrain.recipes.grid import RecipeEntry, explain_invalid, grid_entries
 

@@ -11,7 +11,7 @@ Corrupt images (:class:`FolderImageDataset`): a failure inside a ``DataLoader`` 
 process, so a per-item "skip and remember" scheme cannot report what it skipped.  Instead:
 
 * ``on_corrupt="raise"`` (default) decodes lazily; the first unreadable file raises
-  :class:`~bench.errors.DatasetError` naming the file (re-raised in the main process by the ``DataLoader``).
+  :class:`~core.errors.DatasetError` naming the file (re-raised in the main process by the ``DataLoader``).
 * ``on_corrupt="skip"`` decodes every file once, up front, in the constructor (:func:`scan_corrupt`,
   optionally with worker processes), drops the unreadable ones and lists them in ``dataset.skipped``.
   Items are then never substituted, so labels/indices stay consistent across processes.  A file that
@@ -30,7 +30,7 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from bench.errors import DatasetError
+from core.errors import DatasetError
 
 OnCorrupt = Literal["raise", "skip"]
 Sample = tuple[str, int]

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.errors import DatasetError
+from core.errors import DatasetError
 from tasks.datasets.base import ArrayImageDataset
 from tasks.datasets.cifar_pickle import RestrictedUnpickler as RestrictedUnpickler  # re-exported
 from tasks.datasets.cifar_pickle import batch_dict, check_images, read_pickle, write_py2_pickle

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.errors import DatasetError
+from core.errors import DatasetError
 
 
 def _numpy_attr(submodule: str, name: str) -> Callable[[], Any]:

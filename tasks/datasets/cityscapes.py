@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from bench.errors import DatasetError
+from core.errors import DatasetError
 from tasks.datasets.segmaps import SegSample, check_samples, missing_files, save_image, save_label_png
 from tasks.datasets.synth import shapes
 from tasks.datasets.synth.dense_scenes import SceneStyle, StuffClass, ThingClass, render_scenes

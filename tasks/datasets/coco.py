@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from bench.errors import DatasetError
+from core.errors import DatasetError
 from tasks.datasets.detection import DetRecord, DetSplit, check_boxes, require_nonempty
 from tasks.datasets.filelist import corrupt_problem, missing_files, missing_message, read_json, write_jpegs
 from tasks.datasets.synth import scenes, shapes

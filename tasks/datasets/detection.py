@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.errors import DatasetError
+from core.errors import DatasetError
 
 
 @dataclass(frozen=True, eq=False)

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from bench.errors import DatasetError
+from core.errors import DatasetError
 from tasks.datasets.base import FolderImageDataset, OnCorrupt, Sample, scan_corrupt
 from tasks.datasets.synth import shapes
 

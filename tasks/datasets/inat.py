@@ -34,7 +34,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from bench.errors import DatasetError
+from core.errors import DatasetError
 from tasks.datasets.base import FolderImageDataset, OnCorrupt, Sample
 from tasks.datasets.filelist import (
     class_count_problem,

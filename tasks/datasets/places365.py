@@ -35,7 +35,7 @@ from typing import Literal
 
 import numpy as np
 
-from bench.errors import DatasetError
+from core.errors import DatasetError
 from tasks.datasets.base import FolderImageDataset, OnCorrupt, Sample
 from tasks.datasets.filelist import (
     class_count_problem,

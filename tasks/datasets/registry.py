@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.errors import DatasetError
-from bench.registry import Registry
+from core.errors import DatasetError
+from core.registry import Registry
 from tasks.datasets import (
     ade20k,
     cifar,

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from bench.errors import DatasetError
+from core.errors import DatasetError
 
 #: How many problems :func:`check_samples` lists before it stops looking.
 MAX_PROBLEMS = 20

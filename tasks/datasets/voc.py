@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from bench.errors import DatasetError
+from core.errors import DatasetError
 from tasks.datasets import voc_seg
 from tasks.datasets.detection import DetRecord, DetSplit, check_boxes, require_nonempty
 from tasks.datasets.filelist import corrupt_problem, missing_files, missing_message, write_jpegs

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.errors import DatasetError
+from core.errors import DatasetError
 from tasks.datasets.segmaps import (
     SegSample,
     check_samples,

@@ -10,7 +10,7 @@ The result is given to detectron2's checkpointer with ``matching_heuristics`` (i
 ``roi_heads.res5.*`` for C4 and ``stem``/``res*`` onto ``backbone.bottom_up.*`` for FPN by suffix).
 
 Whatever the backend, every backbone tensor must end up in the detector: :func:`check_complete` fails with a
-:class:`~bench.errors.CheckpointError` listing what did not load (detectron2 itself only logs missing keys).
+:class:`~core.errors.CheckpointError` listing what did not load (detectron2 itself only logs missing keys).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 
 import torch
 
-from bench.errors import CheckpointError
+from core.errors import CheckpointError
 
 _BLOCK_NORM = re.compile(r"\.bn(\d)\.")
 

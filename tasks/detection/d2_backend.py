@@ -40,7 +40,7 @@ from detectron2.utils.env import seed_all_rng
 from detectron2.utils.events import JSONWriter
 from tqdm import tqdm
 
-from bench.errors import BenchError, DatasetError
+from core.errors import BenchError, DatasetError
 from pretrain.backbones import Backbone
 from tasks.base import TaskContext
 from tasks.datasets.detection import DetSplit

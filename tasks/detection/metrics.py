@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.errors import BenchError
+from core.errors import BenchError
 from tasks.datasets.detection import DetSplit
 
 IOU_THRESHOLDS = tuple(round(0.5 + 0.05 * k, 2) for k in range(10))

@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from bench.errors import ConfigError
+from core.errors import ConfigError
 
 #: torchvision's ImageNet mean/std on a 0-255 scale (MoCo's detectron2 configs: INPUT.FORMAT RGB).
 PIXEL_MEAN = (123.675, 116.28, 103.53)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.errors import BenchError, ConfigError
+from core.errors import BenchError, ConfigError
 from pretrain.backbones import Backbone
 from pretrain.distributed import world_size
 from tasks.base import Metric, TaskContext, TaskOutput

@@ -30,7 +30,7 @@ from torch import nn
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from tqdm import tqdm
 
-from bench.errors import BenchError, DatasetError
+from core.errors import BenchError, DatasetError
 from pretrain.backbones import Backbone
 from pretrain.checkpoint import load_state, save_state
 from tasks.base import TaskContext

@@ -9,7 +9,7 @@ Conventions (all of ``tasks/representation``)
   files from :mod:`tasks.features`) or CPU/GPU :class:`torch.Tensor` s; every computation is done in
   numpy ``float64`` and every metric is returned as a Python ``float``.
 * Bad input (wrong rank, ``N`` mismatch, too few examples, non-finite values) raises
-  :class:`RepresentationError`, a :class:`bench.errors.BenchError` and a :class:`ValueError`.
+  :class:`RepresentationError`, a :class:`core.errors.BenchError` and a :class:`ValueError`.
 
 :class:`CrossMoments`
 ---------------------
@@ -43,7 +43,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from bench.errors import BenchError
+from core.errors import BenchError
 
 __all__ = ["DEFAULT_CHUNK_ROWS", "CrossMoments", "RepresentationError", "as_float64", "iter_row_chunks"]
 

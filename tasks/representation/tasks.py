@@ -54,8 +54,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from bench.config import to_dict
-from bench.errors import BenchError, ConfigError, UnknownNameError
+from core.config import to_dict
+from core.errors import BenchError, ConfigError, UnknownNameError
 from pretrain.augment.policy import AugmentPolicy
 from pretrain.backbones import Backbone
 from pretrain.config import RecipeConfig

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench.errors import BenchError, CheckpointError
+from core.errors import BenchError, CheckpointError
 from pretrain.augment import ops
 from pretrain.augment.policy import AugmentPolicy
 from pretrain.backbones import build_backbone

@@ -39,8 +39,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from bench.errors import DatasetError
-from bench.results import atomic_write_text
+from core.errors import DatasetError
+from core.results import atomic_write_text
 from pretrain.backbones import Backbone
 from tasks.base import TaskContext, TaskOutput
 from tasks.datasets.registry import DATASETS

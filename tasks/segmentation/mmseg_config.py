@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from bench.errors import ConfigError
+from core.errors import ConfigError
 from pretrain.backbones import IMAGENET_MEAN, IMAGENET_STD
 
 if TYPE_CHECKING:

@@ -26,7 +26,7 @@ from mmseg.models.backbones import ResNet
 from torch import nn
 from tqdm import tqdm
 
-from bench.errors import CheckpointError
+from core.errors import CheckpointError
 
 #: Names of :class:`CifarStemResNet` (MODELS) and :class:`Bf16OptimWrapper` (OPTIM_WRAPPERS) in mmseg's
 #: registries (unique to augbench).

@@ -158,8 +158,8 @@ def test_local_launcher_runs_cells_in_parallel(tmp_path: Path, capsys: pytest.Ca
 
 def test_run_lock_shared_and_exclusive(tmp_path: Path) -> None:
     """Task jobs of a finished cell share the run directory; a pretraining (exclusive) excludes them all."""
-    from bench.errors import BenchError
-    from bench.fsutil import run_lock
+    from core.errors import BenchError
+    from core.fsutil import run_lock
 
     with run_lock(tmp_path, shared=True):
         with run_lock(tmp_path, shared=True):

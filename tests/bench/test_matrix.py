@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
-from bench.errors import ConfigError
 from bench.matrix import expand_recipes
+from core.errors import ConfigError
 
 FAST = ["--set", "train.batch_size=32", "--set", "train.epochs=1", "--no-progress"]
 

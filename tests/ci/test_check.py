@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 
 from bench.cli import main
-from bench.errors import ConfigError
 from ci.baseline import load_baseline, make_baseline, paired_tolerance, tolerance
 from ci.check import check, config_diff
+from core.errors import ConfigError
 from tests.conftest import make_result
 from tests.leaderboard.test_leaderboard import _invariance
 

@@ -4,8 +4,8 @@ from typing import Any
 
 import pytest
 
-from bench.errors import UnknownNameError
-from bench.results import write_result
+from core.errors import UnknownNameError
+from core.results import write_result
 from leaderboard.collect import collect
 from leaderboard.layouts import baseline_recipe, build_layout, families
 from leaderboard.render import render

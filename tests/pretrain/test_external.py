@@ -10,7 +10,7 @@ import pytest
 import torch
 import torchvision
 
-from bench.errors import CheckpointError
+from core.errors import CheckpointError
 from pretrain.backbones import build_backbone
 from pretrain.checkpoint import export_backbone
 from pretrain.external import best_prefix, load_external

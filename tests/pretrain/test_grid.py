@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.errors import ConfigError, UnknownNameError
+from core.errors import ConfigError, UnknownNameError
 from pretrain.recipes import PROFILES, RECIPES, resolve_recipe
 from pretrain.recipes.grid import AUGS, GENS, METHODS
 from pretrain.trainer import Trainer

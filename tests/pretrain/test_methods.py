@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.errors import ConfigError
+from core.errors import ConfigError
 from pretrain.backbones import build_backbone
 from pretrain.config import BarlowConfig, BYOLConfig, MocoConfig, SimCLRConfig, SimSiamConfig
 from pretrain.methods import ViewBatch, build_method

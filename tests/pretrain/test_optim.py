@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from bench.errors import ConfigError
+from core.errors import ConfigError
 from pretrain.config import OptimConfig
 from pretrain.methods.base import SSLMethod, split_bias_and_norm
 from pretrain.optim import LARS, build_optimizer

@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from bench.errors import ConfigError
+from core.errors import ConfigError
 from pretrain import distributed, trainer
 from pretrain.backbones import build_backbone
 from pretrain.methods import SSLMethod, build_method

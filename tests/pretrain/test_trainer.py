@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.errors import CheckpointError
+from core.errors import CheckpointError
 from pretrain.backbones import build_backbone
 from pretrain.checkpoint import load_state, read_backbone_file, save_state
 from pretrain.config import RecipeConfig

@@ -213,7 +213,7 @@ def test_full_disk_on_the_result_write(
     root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """ENOSPC while a result file is written: one line, no result, no temporary file left behind."""
-    import bench.results as results
+    import core.results as results
 
     def full(fd: int) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -231,7 +231,7 @@ def test_second_run_on_a_locked_run_directory_refuses(
     """Two `bench run` processes on one run directory: the second refuses at once, naming the holder."""
     import multiprocessing
 
-    from bench.fsutil import run_lock
+    from core.fsutil import run_lock
 
     runs = tmp_path / "runs"
     argv = [*run()(tmp_path, root), "--runs-dir", str(runs)]

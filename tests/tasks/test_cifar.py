@@ -12,7 +12,7 @@ import pytest
 import torch
 import torchvision.datasets.cifar as tv_cifar
 
-from bench.errors import DatasetError
+from core.errors import DatasetError
 from tasks.datasets.base import ArrayImageDataset, eval_transform, load_uint8_tensor
 from tasks.datasets.cifar import (
     CIFAR10_DIR,

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torchvision.datasets.cifar as tv_cifar
 
-from bench.errors import DatasetError
+from core.errors import DatasetError
 from tasks.datasets.base import ArrayImageDataset, load_uint8_tensor
 from tasks.datasets.cifar import (
     CIFAR100_DIR,

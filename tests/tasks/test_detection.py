@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.errors import BenchError, CheckpointError, ConfigError, UnknownNameError
+from core.errors import BenchError, CheckpointError, ConfigError, UnknownNameError
 from pretrain.backbones import build_backbone
 from tasks.base import TaskContext
 from tasks.datasets.coco import annotation_file, load_coco

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.errors import DatasetError
+from core.errors import DatasetError
 from tasks import features as F
 from tasks.features import FeatureError, FeatureSet, extract_features, feature_key, state_dict_digest
 

@@ -13,7 +13,7 @@ import torch
 import torchvision.datasets as tvd
 from PIL import Image
 
-from bench.errors import DatasetError
+from core.errors import DatasetError
 from tasks.datasets.base import FolderImageDataset, load_uint8_tensor
 from tasks.datasets.food101 import (
     FOOD101_DIR,

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import tasks.linear_aug as linear_aug
-from bench.errors import DatasetError
+from core.errors import DatasetError
 from pretrain.backbones import build_backbone
 from tasks.base import TaskContext
 from tasks.features import state_dict_digest

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from bench.errors import ConfigError, DatasetError
+from core.errors import ConfigError, DatasetError
 from tasks.knn import KnnConfig, knn_classify
 
 

@@ -10,7 +10,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
-from bench.errors import ConfigError, DatasetError
+from core.errors import ConfigError, DatasetError
 from tasks.linear import ProbeConfig, ProbeResult, fit_linear_probe, stratified_split, topk_accuracy
 
 N, D, C = 2000, 64, 10

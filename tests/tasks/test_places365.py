@@ -12,7 +12,7 @@ import torch
 import torchvision.datasets.places365 as tv_places
 from PIL import Image
 
-from bench.errors import DatasetError
+from core.errors import DatasetError
 from tasks.datasets.base import FolderImageDataset, load_uint8_tensor
 from tasks.datasets.places365 import (
     PLACES365_CATEGORIES,

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.errors import BenchError
+from core.errors import BenchError
 from tasks.representation.cka import (
     MinibatchCKA,
     StreamingLinearCKA,

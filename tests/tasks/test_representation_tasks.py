@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.errors import BenchError, CheckpointError, ConfigError, UnknownNameError
 from bench.harness import reference_resolver
-from bench.paths import DataRoot
+from core.errors import BenchError, CheckpointError, ConfigError, UnknownNameError
+from core.paths import DataRoot
 from pretrain.augment.config import ErasingConfig, MixupConfig
 from pretrain.augment.policy import AugmentPolicy
 from pretrain.backbones import Backbone, build_backbone

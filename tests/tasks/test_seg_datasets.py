@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.errors import DatasetError
+from core.errors import DatasetError
 from tasks.datasets import ade20k, cityscapes, voc_seg
 from tasks.datasets.registry import DATASETS
 from tasks.datasets.segmaps import SegSample, check_samples, read_label_map

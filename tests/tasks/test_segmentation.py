@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from bench.cli import main
-from bench.errors import BenchError, CheckpointError
+from core.errors import BenchError, CheckpointError
 from pretrain.backbones import build_backbone
 from pretrain.checkpoint import export_backbone
 from tasks.datasets import voc_seg

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.errors import DatasetError, UnknownNameError
+from core.errors import DatasetError, UnknownNameError
 from tasks.datasets import cifar
 from tasks.datasets.cifar import CIFAR10_STYLE, CIFAR100_STYLE
 from tasks.datasets.food101 import FOOD101_STYLE

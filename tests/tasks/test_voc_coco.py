@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from bench.cli import main
-from bench.errors import DatasetError
+from core.errors import DatasetError
 from tasks.datasets.coco import COCO_SYNTH_CATEGORIES, annotation_file, load_coco, verify_coco
 from tasks.datasets.registry import DATASETS
 from tasks.datasets.synth import scenes

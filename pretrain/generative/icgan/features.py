@@ -28,7 +28,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from torch import Tensor, nn
 
-from bench.errors import CheckpointError
+from core.errors import CheckpointError
 from pretrain.external import LoadReport, load_external
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -48,7 +48,7 @@ def load_swav_resnet50(path: Path) -> tuple[nn.Module, LoadReport]:
 
     ``path``: a torchvision-style ResNet-50 state dict, under any key prefix (SwAV: ``module.``), as ``.pth``/
     ``.pth.tar`` (read with ``torch.load(weights_only=True)``) or safetensors.  Raises
-    :class:`~bench.errors.CheckpointError` naming the file when it is unreadable or not a ResNet-50.
+    :class:`~core.errors.CheckpointError` naming the file when it is unreadable or not a ResNet-50.
     """
     net = swav_resnet50()
     try:

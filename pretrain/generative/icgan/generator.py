@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
-from bench.errors import CheckpointError
+from core.errors import CheckpointError
 from pretrain.external import read_state_dict
 from pretrain.generative.base import GeneratorSettings, SourceImage, require_model_folder, weights_digest
 from pretrain.generative.icgan.biggan import ICGANGenerator, config_from_state_dict

@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.errors import DatasetError
+from core.errors import DatasetError
 from tasks.datasets.registry import DATASETS, SYNTHETIC_SCALES, DatasetInfo
 
 MARKER = ".augbench-synthetic.json"

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from bench.errors import BenchError, ConfigError
+from core.errors import BenchError, ConfigError
 from pretrain.generative.base import (
     GeneratorSettings,
     MissingExtraError,

@@ -14,7 +14,7 @@ import torchvision
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from bench.errors import CheckpointError
+from core.errors import CheckpointError
 from pretrain.generative.base import GeneratorSettings, ModelFolderError, SourceImage
 from pretrain.generative.icgan import build_icgan
 from pretrain.generative.icgan.biggan import (

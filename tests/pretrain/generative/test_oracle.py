@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.errors import DatasetError
+from core.errors import DatasetError
 from pretrain.generative.base import GeneratorSettings, SourceImage
 from pretrain.generative.oracle import OracleGenerator
 from pretrain.generative.sources import load_sources

@@ -127,6 +127,26 @@ def test_torn_record_line_is_not_done(tmp_path: Path) -> None:
     assert store.done() == {"a", "b"}
 
 
+def test_rerun_clears_a_killed_writers_temporaries(tiny_root: Path, tmp_path: Path) -> None:
+    """A temporary left in a not-yet-recorded source's folder (any pid, any host) is removed when that
+    source is generated; a finished source's folder is not touched."""
+    out = tmp_path / "store"
+    argv = ["generate", "--generator", "oracle", "--dataset", "imagenet", "--data-root", str(tiny_root),
+            "--out", str(out), "--per-image", "2", "--no-progress"]  # fmt: skip
+    assert main([*argv, "--limit", "2"]) == 0
+    sources = load_sources(tiny_root, "imagenet", "train")
+    store = VariantStore(out)
+    partial = store.variant_path(sources.relpaths[3], 1)
+    partial.parent.mkdir(parents=True)
+    stale = partial.with_name(
+        f".{partial.name}.tmp-{os.getpid()}"
+    )  # even a live pid: the owner shard decides
+    stale.write_bytes(b"half a JPEG")
+    assert main([*argv, "--limit", "5"]) == 0
+    assert not stale.exists() and partial.is_file()
+    assert not list(out.rglob(".*.tmp-*"))
+
+
 def test_kill_during_generation_then_rerun(tiny_root: Path, tmp_path: Path) -> None:
     """SIGKILL mid-way, rerun the same command: the store is complete, every source was generated once,
     no half-written file is counted as done and no temporary file is left."""

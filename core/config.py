@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from bench.errors import ConfigError
+from core.errors import ConfigError
 
 C = TypeVar("C")
 

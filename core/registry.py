@@ -2,7 +2,7 @@
 
 Entries are registered explicitly by the module that owns the registry (never as an import side
 effect); registering a name twice raises; looking up an unknown name raises
-:class:`~bench.errors.UnknownNameError` with "did you mean" suggestions.
+:class:`~core.errors.UnknownNameError` with "did you mean" suggestions.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Generic, TypeVar
 
-from bench.errors import UnknownNameError
+from core.errors import UnknownNameError
 
 T = TypeVar("T")
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from bench.fsutil import atomic_path
+from core.fsutil import atomic_path
 
 Direction = Literal["higher", "lower", "descriptive"]
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.results import atomic_write_text, iter_results, validate, write_result
+from core.results import atomic_write_text, iter_results, validate, write_result
 from tests.conftest import make_result
 
 
@@ -46,7 +46,7 @@ def test_atomic_write_never_leaves_partial_file(tmp_path: Path, monkeypatch: pyt
 
 
 def test_metric_direction_and_descriptive_metrics(tmp_path: Path) -> None:
-    from bench.results import metric_direction
+    from core.results import metric_direction
 
     doc = json.loads(make_result(tmp_path, "moco", "linear/cifar10", 0, 55.0).read_text())
     doc["higher_is_better"] = {"top1": True, "top5": False, "spread": None}

@@ -1,7 +1,7 @@
 import pytest
 
-from bench.errors import UnknownNameError
-from bench.registry import Registry
+from core.errors import UnknownNameError
+from core.registry import Registry
 
 
 def test_register_and_get() -> None:

@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench.errors import BenchError
+from core.errors import BenchError
 
 _TMP = re.compile(r"\.tmp-(\d+)$")
 LOCK_NAME = ".bench.lock"

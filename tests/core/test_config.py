@@ -4,8 +4,8 @@ from typing import Literal
 
 import pytest
 
-from bench.config import apply_overrides, config_hash, from_dict, load_yaml, to_dict
-from bench.errors import ConfigError
+from core.config import apply_overrides, config_hash, from_dict, load_yaml, to_dict
+from core.errors import ConfigError
 from pretrain.recipes import resolve_recipe
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-import bench
+from core import __version__
 
 _REPO = Path(__file__).resolve().parent.parent
 
@@ -33,9 +33,9 @@ def code_version() -> str:
             timeout=10,
         )
         suffix = "+dirty" if dirty.stdout.strip() else ""
-        return f"{bench.__version__}+g{rev.stdout.strip()}{suffix}"
+        return f"{__version__}+g{rev.stdout.strip()}{suffix}"
     except (OSError, subprocess.SubprocessError):
-        return bench.__version__
+        return __version__
 
 
 def library_versions() -> dict[str, str]:
@@ -44,7 +44,7 @@ def library_versions() -> dict[str, str]:
 
     out = {
         "python": platform.python_version(),
-        "augbench": bench.__version__,
+        "augbench": __version__,
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
         "numpy": numpy.__version__,
