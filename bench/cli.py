@@ -2,6 +2,8 @@
 
     bench run --recipe moco[,moco_mixup|'moco*'] --tasks cifar10 [--profile smoke] [--data-root DIR]
               [--seeds 0,1] [--set k=v] [--rerun-tasks]
+              [--launcher local|slurm [--slurm-partition P --gpus-per-node N --nodes K --timeout-min T]
+               [--split-tasks] [--detach]]
     bench eval --checkpoint FILE [--backbone resnet50] --tasks linear [--allow-partial] [--label NAME]
     bench ls recipes [--grid]|tasks|backbones|profiles
     bench show recipe NAME [--profile P] [--set k=v]
@@ -45,6 +47,27 @@ def _add_on_corrupt(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_launcher_args(p: argparse.ArgumentParser) -> None:
+    """Fan-out options (:mod:`bench.launch`): one submitit job per (recipe, seed) cell."""
+    g = p.add_argument_group("fan-out (one job per recipe x seed cell, via submitit)")
+    g.add_argument(
+        "--launcher", choices=["local", "slurm"], help="run cells as jobs (default: in this process)"
+    )
+    g.add_argument("--slurm-partition", help="Slurm partition")
+    g.add_argument("--gpus-per-node", type=int, default=0, help="GPUs (= processes) per node and job")
+    g.add_argument("--nodes", type=int, default=1, help="nodes per pretraining job (Slurm)")
+    g.add_argument("--cpus-per-task", type=int, default=8, help="CPUs per process (Slurm)")
+    g.add_argument("--timeout-min", type=int, default=24 * 60, help="job time limit; on timeout it requeues")
+    g.add_argument("--max-parallel", type=int, default=2, help="local launcher: jobs running at once")
+    g.add_argument(
+        "--split-tasks", action="store_true", help="each task in its own job after the cell's pretraining"
+    )
+    g.add_argument(
+        "--detach", action="store_true", help="submit and return (collect later: bench leaderboard)"
+    )
+    g.add_argument("--submitit-dir", help="job logs and pickles (default: RUNS_DIR/.submitit)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bench", description="augbench: SSL augmentation benchmark suite")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -55,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="recipe names, globs over the registry ('moco*') or recipe YAML files, comma-separated",
     )
-    p.add_argument("--tasks", default="all", help="comma-separated tasks or groups (bench ls tasks)")
+    p.add_argument(
+        "--tasks", default="all", help="comma-separated tasks or groups (bench ls tasks); none: pretrain only"
+    )
     _add_common_recipe_args(p)
     p.add_argument("--data-root", help="dataset root (default: $BENCH_DATA, else synthetic stand-ins)")
     p.add_argument("--runs-dir", help="where runs and results go (default: $BENCH_RUNS or ./runs)")
@@ -70,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--leaderboard", help="leaderboard file to regenerate (default: RUNS_DIR/LEADERBOARD.md)")
     _add_on_corrupt(p)
+    add_launcher_args(p)
 
     p = sub.add_parser("eval", help="evaluate an external checkpoint (no pretraining) on tasks")
     p.add_argument("--checkpoint", required=True, help="safetensors or torchvision/MoCo-style .pth file")

@@ -47,7 +47,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     profile = check_profile(args.profile)
     names = expand_recipes(args.recipe)
     seeds = _seeds(args.seeds)
-    tasks = resolve_tasks(args.tasks)
+    tasks = [] if args.tasks.strip() == "none" else resolve_tasks(args.tasks)  # none: pretraining only
     data = resolve_data_root(args.data_root)
     runs = resolve_runs_dir(args.runs_dir)
     recipes = []
@@ -55,6 +55,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         for seed in seeds:
             overrides = [*args.overrides, *([f"train.seed={seed}"] if seed is not None else [])]
             recipes.append(resolve_recipe(name, profile, overrides))
+    if args.launcher:
+        from bench.launch import launch_matrix
+
+        return launch_matrix(args, names, seeds, [t.name for t in tasks], runs)
     reports, cells = [], []
     for recipe in recipes:
         rep = harness.run(

@@ -71,9 +71,11 @@ def remove_stale_tmp(root: Path) -> list[Path]:
 
 
 @contextlib.contextmanager
-def run_lock(run_dir: Path) -> Iterator[None]:
+def run_lock(run_dir: Path, *, shared: bool = False) -> Iterator[None]:
     """Hold ``run_dir``'s lock (an ``flock`` on ``run_dir/.bench.lock``, released when the process ends,
-    however it ends); a second holder gets a :class:`BenchError` naming the first one's pid."""
+    however it ends).  Exclusive (default) for a process that may write the run's pretraining; ``shared``
+    for readers of a finished run (task jobs of one cell running side by side, ``--split-tasks``).  A
+    conflicting holder gets a :class:`BenchError` naming the exclusive holder's pid."""
     try:
         import fcntl
     except ImportError:  # not POSIX: no lock
@@ -82,7 +84,7 @@ def run_lock(run_dir: Path) -> Iterator[None]:
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / LOCK_NAME, "a+") as handle:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
@@ -90,10 +92,11 @@ def run_lock(run_dir: Path) -> Iterator[None]:
                 f"{run_dir} is in use by another bench run (pid {holder}); wait for it to finish "
                 f"or use another --runs-dir"
             ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
+        if not shared:  # shared holders leave the last exclusive holder's pid (they cannot all write)
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()))
+            handle.flush()
         try:
             yield
         finally:

@@ -19,7 +19,7 @@ import json
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -119,6 +119,20 @@ def finished_pretraining(run_dir: Path, recipe: RecipeConfig) -> dict[str, Any] 
         if summary.get("config_hash") == config_hash(recipe):
             return summary
     return None
+
+
+@contextlib.contextmanager
+def cell_lock(run_dir: Path, recipe: RecipeConfig, fresh: bool) -> Iterator[None]:
+    """The run directory's lock for one ``bench run`` of ``recipe``: shared when its pretraining is
+    finished (and not ``fresh``), so the task jobs of a cell (``--split-tasks``) run side by side, each
+    writing only its own result file and task work directory; exclusive otherwise."""
+    if not fresh and finished_pretraining(run_dir, recipe) is not None:
+        with run_lock(run_dir, shared=True):
+            if finished_pretraining(run_dir, recipe) is not None:  # still finished under the lock
+                yield
+                return
+    with run_lock(run_dir):
+        yield
 
 
 def pretrain(
@@ -347,7 +361,7 @@ def reference_resolver(
             store = ensure_store(recipe, data.path, sources[recipe.data.dataset], progress)
             run_dir = run_dir_for(runs, recipe, profile, data, overall_source(sources), store)
             log(f"reference {spec}: pretraining (or reusing) {run_dir}")
-            with run_lock(run_dir):
+            with cell_lock(run_dir, recipe, fresh=False):
                 remove_stale_tmp(run_dir)
                 pretrain(recipe, profile, data, run_dir, device, resume=True, progress=progress, store=store)
             backbone = load_run_backbone(run_dir, recipe.backbone.name, device)
@@ -390,7 +404,7 @@ def run(
     sources = prepare_data(data, datasets)
     store = ensure_store(recipe, data.path, sources[recipe.data.dataset], progress)
     run_dir = run_dir_for(runs, recipe, profile, data, overall_source(sources), store)
-    with run_lock(run_dir) if distributed.is_main() else contextlib.nullcontext():
+    with cell_lock(run_dir, recipe, fresh) if distributed.is_main() else contextlib.nullcontext():
         if fresh and distributed.is_main():
             for child in run_dir.iterdir():  # keep the lock file we hold
                 if child.name != LOCK_NAME:

@@ -81,13 +81,15 @@ class Cell:
 def plan_cells(
     recipes: Sequence[str], seeds: Sequence[int | None], tasks: Sequence[str], split: bool
 ) -> list[Cell]:
-    """Cells of the matrix; with ``split`` a pretraining cell per (recipe, seed) then one per task."""
+    """Cells of the matrix; with ``split`` a pretraining cell per (recipe, seed) then one per task.
+    No tasks: one pretraining-only cell (``--tasks none``) per (recipe, seed)."""
     cells: list[Cell] = []
     for recipe in recipes:
         for seed in seeds:
-            tag = f"{recipe}-s{seed if seed is not None else 'default'}"
-            if not split:
-                cells.append(Cell(recipe, seed, ",".join(tasks), label=tag))
+            name = Path(recipe).stem if recipe.endswith((".yaml", ".yml")) else recipe
+            tag = f"{name}-s{seed if seed is not None else 'default'}"
+            if not split or not tasks:
+                cells.append(Cell(recipe, seed, ",".join(tasks) or "none", label=tag))
                 continue
             cells.append(Cell(recipe, seed, "none", label=f"{tag}-pretrain"))
             parent = len(cells) - 1
@@ -129,7 +131,10 @@ def make_executor(cfg: LaunchConfig, name: str) -> Any:
         executor = submitit.LocalExecutor(folder=str(cfg.folder))
         executor.update_parameters(timeout_min=cfg.timeout_min, gpus_per_node=min(cfg.gpus_per_node, 1))
         return executor
-    slurm = submitit.SlurmExecutor(folder=str(cfg.folder), max_num_timeout=10)
+    try:
+        slurm = submitit.SlurmExecutor(folder=str(cfg.folder), max_num_timeout=10)
+    except RuntimeError:  # submitit: no `srun` on PATH
+        raise BenchError("--launcher slurm: no Slurm on this machine (srun not found on PATH)") from None
     tasks = max(1, cfg.gpus_per_node)
     params: dict[str, Any] = {
         "job_name": name,
@@ -223,3 +228,67 @@ def common_args(args: Any, runs: Path) -> list[str]:
 
 def default_folder(runs: Path) -> Path:
     return Path(os.environ.get("BENCH_SUBMITIT_DIR", str(runs / ".submitit")))
+
+
+def config_from_args(args: Any, runs: Path) -> LaunchConfig:
+    """:class:`LaunchConfig` from ``bench run``'s fan-out options (checked before anything is submitted)."""
+    if args.fresh:
+        raise ConfigError(
+            "--fresh cannot be combined with --launcher (a requeued job would delete its own progress): "
+            "delete the run directory first or use --rerun-tasks"
+        )
+    if args.detach and args.launcher == "local":
+        raise ConfigError("--detach needs --launcher slurm (local jobs are children of this process)")
+    folder = Path(args.submitit_dir).expanduser() if args.submitit_dir else default_folder(runs)
+    return LaunchConfig(
+        launcher=args.launcher,
+        folder=folder.resolve(),
+        partition=args.slurm_partition,
+        gpus_per_node=args.gpus_per_node,
+        nodes=args.nodes,
+        timeout_min=args.timeout_min,
+        cpus_per_task=args.cpus_per_task,
+        split_tasks=args.split_tasks,
+        detach=args.detach,
+        max_parallel=max(1, args.max_parallel),
+    )
+
+
+def job_recipe(name: str) -> str:
+    """A recipe argument a job can use from any working directory (YAML files made absolute)."""
+    path = Path(name).expanduser()
+    return str(path.resolve()) if name.endswith((".yaml", ".yml")) and path.is_file() else name
+
+
+def launch_matrix(
+    args: Any, recipes: Sequence[str], seeds: Sequence[int | None], tasks: Sequence[str], runs: Path
+) -> int:
+    """``bench run --launcher ...``: submit the matrix's cells, wait for them (unless ``--detach``),
+    regenerate the leaderboard and print one line per cell; exit status 2 when any job failed."""
+    from tabulate import tabulate
+
+    from leaderboard.render import write_leaderboard
+
+    cfg = config_from_args(args, runs)
+    cells = plan_cells([job_recipe(r) for r in recipes], seeds, list(tasks), cfg.split_tasks)
+    common = common_args(args, runs)
+    if args.rerun_tasks:
+        common.append("--rerun-tasks")
+    submitted = submit(cells, cfg, common)
+    if cfg.detach:
+        for item in submitted:
+            print(f"{item.cell.label}: job {item.job.job_id}")
+        print(f"jobs submitted (logs: {cfg.folder}); collect results with: bench leaderboard {runs}")
+        return 0
+    failures = dict((c.label, msg) for c, msg in wait(submitted))
+    board = Path(args.leaderboard) if args.leaderboard else runs / "LEADERBOARD.md"
+    write_leaderboard(runs, board)
+    rows = [[s.cell.label, s.job.job_id, failures.get(s.cell.label, "done")] for s in submitted]
+    never = [c.label for c in cells if c.label not in {s.cell.label for s in submitted}]
+    rows += [[label, "-", "not submitted (its pretraining job failed)"] for label in never]
+    print(tabulate(rows, headers=["cell", "job", "state"], disable_numparse=True))
+    print(f"leaderboard: {board}")
+    if failures or never:
+        print(f"bench: error: {len(failures)} job(s) failed, {len(never)} not submitted", file=sys.stderr)
+        return 2
+    return 0
