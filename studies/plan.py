@@ -5,7 +5,8 @@ Cost model (an estimate, printed with its assumptions): pretraining processes ``
 on disk when the dataset is present, else the synthetic stand-in's size (embedded default) or unknown.
 Tasks add a per-family constant measured on the smoke stand-ins (:data:`SMOKE_TASK_SECONDS`); paper-scale
 tasks are not estimated.  Default throughputs: smoke 600 img/s (MoCo v2, narrow ResNet-18 at 32 px on this
-2-core CPU under load; ~1250 on a quiet machine, docs/smoke.md), paper 400 img/s per run (an assumption for
+2-core CPU: ~1250 on a quiet machine, docs/smoke.md; ~170 measured with load average 4, docs/studies.md),
+paper 400 img/s per run (an assumption for
 ResNet-50 two-view pretraining at 224 px on one modern GPU; pass ``--throughput`` for your hardware).
 """
 

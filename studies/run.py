@@ -69,11 +69,11 @@ def study_records(
     cells: list[Cell], hashes: dict[str, str], profile: str, data: DataRoot, runs: Path
 ) -> list[Record]:
     """The records of ``runs`` that belong to ``cells``: same recipe, seed, task, profile, data root and
-    seedless config hash."""
+    seedless config hash (rows labelled by recipe name when the study has one identity per recipe)."""
     wanted = {(c.recipe, c.seed, t) for c in cells for t in c.tasks}
     if not runs.is_dir():
         return []
-    return [
+    mine = [
         r
         for r in collect(runs, warn=False)
         if (r.recipe, r.seed, r.task) in wanted
@@ -81,6 +81,12 @@ def study_records(
         and r.doc["data"].get("root") == str(data.path)
         and r.doc["recipe"].get("config_hash") == hashes.get(r.recipe)
     ]
+    # rows were labelled against the whole runs directory (``moco (cfg ...)`` when another study ran moco
+    # under another config); within the study a recipe with one identity is just its name
+    identities: dict[str, set[str]] = {}
+    for r in mine:
+        identities.setdefault(r.recipe, set()).add(r.identity)
+    return [Record(r.result, r.recipe if len(identities[r.recipe]) == 1 else r.label) for r in mine]
 
 
 def done_tasks(cells: list[Cell], records: list[Record]) -> dict[tuple[str, int], set[str]]:

@@ -154,6 +154,7 @@ def test_tiny_study_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str
     board = runs / "studies" / "tiny" / "families.md"
     text = board.read_text()
     assert "moco" in text and "simclr" in text and "byol" not in text and "cfg other" not in text
+    assert "moco (cfg" not in text  # one identity within the study: rows are plain recipe names
     assert (runs / "studies" / "tiny" / "index.md").is_file()
     results = sorted(p for r in ("moco", "simclr") for p in (runs / r).glob("*-s*-*/results/*.json"))
     assert len(results) == 5  # 4 cells + the planted moco result of another config
