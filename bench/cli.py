@@ -5,8 +5,9 @@
               [--launcher local|slurm [--slurm-partition P --gpus-per-node N --nodes K --timeout-min T]
                [--split-tasks] [--detach]]
     bench eval --checkpoint FILE [--backbone resnet50] --tasks linear [--allow-partial] [--label NAME]
-    bench ls recipes [--grid]|tasks|backbones|profiles
-    bench show recipe NAME [--profile P] [--set k=v]
+    bench study NAME [--profile smoke|paper] [--seeds 0,1] [--data-root D] [--dry-run] [--launcher ...]
+    bench ls recipes [--grid]|tasks|backbones|profiles|studies
+    bench show recipe NAME [--profile P] [--set k=v] | bench show study NAME
     bench generate --generator sd-unclip|sd-variations|icgan|oracle [--model DIR] --dataset NAME [...]
     bench data synth --root DIR [--datasets cifar10,imagenet] [--scale smoke]
     bench data verify NAME|STORE_DIR [--root DIR]
@@ -142,15 +143,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help="dataset root (default: $BENCH_DATA, else synthetic stand-ins)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    p = sub.add_parser("ls", help="list recipes, tasks, backbones or profiles")
-    p.add_argument("what", choices=["recipes", "tasks", "backbones", "profiles"])
+    p = sub.add_parser("study", help="run a declared study (a paper's grid) and write its tables")
+    p.add_argument("name", help="study name (bench ls studies) or a study YAML file")
+    p.add_argument("--profile", default="smoke", choices=["smoke", "paper"], help="the study's profile")
+    p.add_argument("--seeds", help="comma-separated seeds (default: the study's, for this profile)")
+    p.add_argument("--data-root", help="dataset root (default: $BENCH_DATA, else synthetic stand-ins)")
+    p.add_argument("--runs-dir", help="where runs and results go (default: $BENCH_RUNS or ./runs)")
+    p.add_argument("--dry-run", action="store_true", help="list cells, estimated cost, needed data/models")
+    p.add_argument("--throughput", type=float, help="--dry-run: pretraining images/s assumed per cell")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_launcher_args(p)
+
+    p = sub.add_parser("ls", help="list recipes, tasks, backbones, profiles or studies")
+    p.add_argument("what", choices=["recipes", "tasks", "backbones", "profiles", "studies"])
     p.add_argument(
         "--grid", action="store_true", help="recipes: the grid as tables (methods x augmentations)"
     )
     p.add_argument("--data-root", help="data root whose dataset status `ls tasks` shows")
 
-    p = sub.add_parser("show", help="print a resolved recipe")
-    p.add_argument("what", choices=["recipe"])
+    p = sub.add_parser("show", help="print a resolved recipe or a study")
+    p.add_argument("what", choices=["recipe", "study"])
     p.add_argument("name")
     _add_common_recipe_args(p)
     p.add_argument("--data-root", help="data root whose variant stores the recipe would read")

@@ -24,6 +24,7 @@ def dispatch(args: argparse.Namespace) -> int:
         "data": cmd_data,
         "leaderboard": cmd_leaderboard,
         "ci": cmd_ci,
+        "study": cmd_study,
     }
     return handlers[args.command](args)
 
@@ -216,6 +217,11 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
         rows = [[n, str(s.feature_dim), s.description] for n, s in BACKBONES.items()]
         print(tabulate(rows, headers=["backbone", "feature dim", "description"]))
+    elif args.what == "studies":
+        from studies.registry import STUDIES
+
+        rows = [[n, e.description] for n, e in STUDIES.items()]
+        print(tabulate(rows, headers=["study", "description"], disable_numparse=True))
     else:
         from pretrain.recipes import PROFILES
 
@@ -225,6 +231,14 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     from pretrain.recipes import resolve_recipe
+
+    if args.what == "study":
+        from studies.registry import load_study, study_path
+
+        load_study(args.name)  # validated
+        print(f"# study file {study_path(args.name)} (validated)")
+        print(study_path(args.name).read_text(), end="")
+        return 0
 
     recipe = resolve_recipe(args.name, args.profile, args.overrides)
     print(f"# recipe {recipe.name}, profile {args.profile} (resolved)")
@@ -302,6 +316,12 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         print(report.plots_note, file=sys.stderr)
     print(f"leaderboard: {report.files[0]} ({report.tables} tables, layout {args.layout})")
     return 0
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from studies.run import cmd_study as run_study
+
+    return run_study(args)
 
 
 def cmd_ci(args: argparse.Namespace) -> int:

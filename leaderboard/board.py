@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from core.results import atomic_write_text
-from leaderboard.collect import collect
+from leaderboard.collect import Record, collect
 from leaderboard.export import layout_stem, write_exports, write_index
 from leaderboard.layouts import build_layout, check_layout
 from leaderboard.plots import PlotsUnavailable, make_plots
@@ -28,9 +28,17 @@ class BoardReport:
     tables: int = 0
 
 
-def write_board(root: Path, out: Path, layout: str = "families", *, plots: bool = True) -> BoardReport:
+def write_board(
+    root: Path,
+    out: Path,
+    layout: str = "families",
+    *,
+    plots: bool = True,
+    records: list[Record] | None = None,
+) -> BoardReport:
+    """Render ``layout`` over every result under ``root`` (or only ``records``, e.g. a study's cells)."""
     check_layout(layout)
-    tables = build_layout(layout, collect(root))
+    tables = build_layout(layout, collect(root) if records is None else records)
     stem = layout_stem(layout)
     directory = out.suffix.lower() != ".md"
     base = out if directory else out.parent

@@ -2,7 +2,8 @@
 
 ``paper:2310.18850``
     MoCo v2 rows none / erasing / cutout / cutmix / mixup grouped by regime (self-supervised,
-    semi-supervised, supervised); columns ImageNet top-1, Linv, Ldiv, detection AP, instance-seg AP,
+    semi-supervised, supervised); columns ImageNet-100 top-1 (the paper's pretraining set),
+    ImageNet top-1, Linv, Ldiv, detection AP, instance-seg AP,
     semantic-seg mIoU.  One table per (profile, data source).
 ``paper:2403.05966``
     Rows method x {baseline, +IC-GAN, +SD} (+ the oracle's rows when they have results, marked
@@ -141,6 +142,7 @@ P2310_AUGS = [
 ]
 P2310_REGIMES = [("self-supervised", None), ("semi-supervised (50% labels)", "semi"), ("supervised", "sup")]
 P2310_COLUMNS = [
+    PaperColumn("ImageNet-100 top-1", lambda r: r.task == "linear/imagenet100", "top1"),
     PaperColumn("ImageNet top-1", lambda r: r.task == "linear/imagenet", "top1"),
     PaperColumn("Linv", lambda r: r.task == "invariance", "invariance"),
     PaperColumn("Ldiv", lambda r: r.task == "invariance", "diversity"),

@@ -6,7 +6,8 @@ Parametrised tasks are built from a *template* by name: ``<template>[:<argument>
 dense transfer templates also take ``@<backend>``: ``det/voc07@torchvision``,
 ``instseg/coco:fpn_1x@detectron2`` (the argument is then everything after the template name).
 Groups: each family (``linear``, ``knn``, ``linear-aug``, ``seg``), each dataset name (``cifar10`` = the
-cached linear and kNN tasks on CIFAR-10), the groups a template names (``det``, ``instseg``),
+cached linear and kNN tasks on CIFAR-10; ``imagenet100``: the class subset's tasks, which are in no other
+group), the groups a template names (``det``, ``instseg``),
 ``transfer`` = the dense transfer tasks (detection, instance segmentation and ``seg/voc12aug``,
 ``seg/cityscapes``, ``seg/ade20k``) and ``all`` = every registered task except the opt-in ones (the
 augmented linear protocol trains through the backbone for 100 epochs and is only run when named) plus the
@@ -68,6 +69,10 @@ CLASSIFICATION_DATASETS: dict[str, dict[str, EvalResolution]] = {
     "inat2018": PHOTOS,
 }
 
+#: Class subsets of a classification dataset, read from its tree: ``linear/<ds>`` and ``knn/<ds>`` only, in
+#: their dataset's group but not in ``all`` or the family groups (the full dataset is there already).
+SUBSET_DATASETS: dict[str, dict[str, EvalResolution]] = {"imagenet100": PHOTOS}
+
 #: Families left out of the ``all`` group (run only when named).
 OPT_IN_FAMILIES = ("linear-aug",)
 #: Families of the ``transfer`` group (fine-tuning on dense tasks).
@@ -85,6 +90,9 @@ def build_task_registry() -> Registry[Task]:
             AugmentedLinearTask(dataset, res),
         )
         for task in tasks:
+            reg.register(task.name, task)
+    for dataset, res in SUBSET_DATASETS.items():
+        for task in (LinearProbeTask(dataset, res), KnnTask(dataset, res)):
             reg.register(task.name, task)
     for seg_task in build_segmentation_tasks():
         reg.register(seg_task.name, seg_task)
@@ -186,6 +194,10 @@ def task_groups() -> dict[str, list[str]]:
         for group in template.groups:
             groups.setdefault(group, []).append(name)
     for name, task in TASKS.items():
+        if any(ds in SUBSET_DATASETS for ds in task.datasets):
+            for ds in task.datasets:
+                groups.setdefault(ds, []).append(name)
+            continue
         groups.setdefault(task.family, []).append(name)
         if task.family in TRANSFER_FAMILIES:
             groups.setdefault("transfer", []).append(name)

@@ -36,6 +36,9 @@ IMAGENET_PREPARE_HINT = (
 IMAGENET_SYNTH_COUNTS = {"smoke": (5000, 500), "tiny": (300, 100)}
 IMAGENET_SYNTH_CLASSES = 10
 IMAGENET_SYNTH_SIZE = 40
+#: Revision of the stand-in's layout, on top of the renderer's version (2: real wnids, see
+#: :func:`synthetic_wnids`); part of the marker's ``generator_version``, so older stand-ins are regenerated.
+IMAGENET_SYNTH_REVISION = 2
 #: The stand-in renders the same identities as the CIFAR-10 stand-in (offset 0) in a busier style of its own.
 IMAGENET_STYLE = shapes.SynthStyle(
     scale_range=(0.22, 0.45),
@@ -56,17 +59,23 @@ def is_image_file(name: str) -> bool:
     return name.lower().endswith(IMG_EXTENSIONS)
 
 
-def scan_image_folder(directory: Path | str, hint: str = "") -> tuple[list[Sample], list[str]]:
+def scan_image_folder(
+    directory: Path | str, hint: str = "", only: Sequence[str] | None = None
+) -> tuple[list[Sample], list[str]]:
     """List ``(path, label)`` samples and sorted class names of an ImageFolder tree, as torchvision does.
 
-    Raises :class:`DatasetError` (with ``hint`` appended) if ``directory`` is missing, has no class folders
-    or has class folders without images.
+    ``only``: scan just these class folders (labels = their sorted order; the caller checks they exist),
+    e.g. the ImageNet-100 subset, without walking the other classes.  Raises :class:`DatasetError` (with
+    ``hint`` appended) if ``directory`` is missing, has no class folders or has class folders without images.
     """
     folder = os.path.expanduser(os.fspath(directory))
     suffix = f"; {hint}" if hint else ""
     if not os.path.isdir(folder):
         raise DatasetError(f"image folder not found: no directory {folder}{suffix}")
-    classes = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
+    if only is None:
+        classes = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
+    else:
+        classes = sorted(only)
     if not classes:
         raise DatasetError(f"no class folders in {folder}{suffix}")
     samples: list[Sample] = []
@@ -133,12 +142,23 @@ def verify_imagenet(root: Path | str, check_images: bool = False) -> list[str]:
     return problems
 
 
-def synthetic_wnids(num_classes: int) -> list[str]:
-    """WordNet-id-like folder names for synthetic classes: ``n90000000``, ``n90000001``, ...
+#: Two real ImageNet-1k wnids outside ImageNet-100 (tench, goldfish): the stand-in's classes that
+#: ``imagenet100`` must leave out.
+IMAGENET_SYNTH_UNLISTED = ("n01440764", "n01443537")
 
-    Real ImageNet wnids start with ``n0``/``n1``; the ``n9`` prefix marks these as synthetic.
+
+def synthetic_wnids(num_classes: int = IMAGENET_SYNTH_CLASSES) -> list[str]:
+    """Folder names of the ImageNet stand-in's classes, sorted (label k = k-th name).
+
+    Real wnids, so that the ImageNet-100 subset rule is exercised on synthetic data: the first
+    ``num_classes - 2`` wnids of the ImageNet-100 list (:mod:`tasks.datasets.imagenet100`) plus
+    :data:`IMAGENET_SYNTH_UNLISTED`, which ``imagenet100`` must leave out.  The marker file (not the names)
+    says the tree is synthetic.
     """
-    return [f"n9{k:07d}" for k in range(num_classes)]
+    from tasks.datasets.imagenet100 import imagenet100_wnids
+
+    listed = imagenet100_wnids()[: num_classes - len(IMAGENET_SYNTH_UNLISTED)]
+    return sorted([*listed, *IMAGENET_SYNTH_UNLISTED])
 
 
 def write_image_folder(
@@ -199,9 +219,10 @@ def loader_order(labels: np.ndarray) -> np.ndarray:
 
 
 def write_synthetic_imagenet(root: Path | str, seed: int, scale: str) -> None:
-    """Render the ImageNet stand-in (:data:`IMAGENET_STYLE`, 40 px JPEGs at quality 95, synthetic wnids) into
-    ``<root>/imagenet/{train,val}``; ``scale`` is a key of :data:`IMAGENET_SYNTH_COUNTS`."""
-    wnids = synthetic_wnids(IMAGENET_SYNTH_CLASSES)
+    """Render the ImageNet stand-in (:data:`IMAGENET_STYLE`, 40 px JPEGs at quality 95, class folders
+    :func:`synthetic_wnids`) into ``<root>/imagenet/{train,val}``; ``scale``: a key of
+    :data:`IMAGENET_SYNTH_COUNTS`."""
+    wnids = synthetic_wnids()
     for split in IMAGENET_SPLITS:
         count, classes, size, render_seed, style = imagenet_render_args(seed, scale, split)
         progress = count >= 2000

@@ -20,6 +20,7 @@ from tasks.datasets import (
     coco,
     food101,
     imagefolder,
+    imagenet100,
     inat,
     places365,
     voc,
@@ -186,6 +187,27 @@ def build_dataset_registry() -> Registry[DatasetInfo]:
         loader=_load_imagenet,
         synthesizer=imagefolder.write_synthetic_imagenet,
         verifier=imagefolder.verify_imagenet,
+        generator_version=GENERATOR_VERSION * 1000 + imagefolder.IMAGENET_SYNTH_REVISION,
+    )
+    imagenet_100 = DatasetInfo(
+        name="imagenet100",
+        description="ImageNet-100 (CMC's 100-class subset), read from the ImageNet tree: train / val",
+        relpath=imagefolder.IMAGENET_DIR,
+        splits=imagefolder.IMAGENET_SPLITS,
+        train_split="train",
+        test_split="val",
+        num_classes=imagenet100.IMAGENET100_NUM_CLASSES,
+        synthetic_classes=imagefolder.IMAGENET_SYNTH_CLASSES - len(imagefolder.IMAGENET_SYNTH_UNLISTED),
+        default_size=224,
+        default_resize=256,
+        synthetic_image_size=imagefolder.IMAGENET_SYNTH_SIZE,
+        prepare_hint=imagenet100.IMAGENET100_PREPARE_HINT,
+        loader=imagenet100.load_imagenet100,
+        synthesizer=imagefolder.write_synthetic_imagenet,  # the owner's writer: see synthetic_owner
+        synthetic_owner="imagenet",
+        verifier=imagenet100.verify_imagenet100,
+        counter=imagenet100.count_imagenet100,
+        generator_version=GENERATOR_VERSION * 1000 + imagefolder.IMAGENET_SYNTH_REVISION,
     )
     cifar100 = DatasetInfo(
         name="cifar100",
@@ -297,6 +319,7 @@ def build_dataset_registry() -> Registry[DatasetInfo]:
     for info in (
         cifar10,
         imagenet,
+        imagenet_100,
         cifar100,
         food,
         places,
