@@ -135,6 +135,13 @@ def add_reruns(
     return pairs
 
 
+def pretrain_precision(record: Record) -> str | None:
+    """The autocast precision ``record``'s backbone was pretrained under (``bfloat16``, ``float16``,
+    ``fp32``; ``train.precision: auto`` resolves by hardware, :mod:`core.hardware`), if recorded."""
+    value = (record.doc.get("pretrain") or {}).get("precision")
+    return str(value) if value else None
+
+
 def select(root: Path, profile: str, source: str) -> list[Record]:
     return [r for r in collect(root) if r.profile == profile and r.source == source]
 
@@ -211,6 +218,12 @@ def make_baseline(
             f"run e.g. bench run --recipe {short[0].split()[0]} --seeds 0,1,2 --tasks ..."
         )
     recipe_configs = {name: next(iter(ids.values())) for name, ids in sorted(configs.items())}
+    for name, spec in recipe_configs.items():
+        precisions = {p for r in records if r.recipe == name and (p := pretrain_precision(r))}
+        if len(precisions) > 1:
+            raise ConfigError(f"{name}: results pretrained under several precisions {sorted(precisions)}")
+        if precisions:
+            spec["precision"] = precisions.pop()
     if reruns is not None:
         rerun_records = [r for r in select(reruns, profile, source) if r.recipe in recipe_configs]
         if not add_reruns(entries, rerun_records, recipe_configs, alpha):

@@ -28,7 +28,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ci.baseline import load_baseline, paired_tolerance, seedless_config, select, tolerance
+from ci.baseline import (
+    load_baseline,
+    paired_tolerance,
+    pretrain_precision,
+    seedless_config,
+    select,
+    tolerance,
+)
 from leaderboard.collect import Record
 from leaderboard.stats import mean
 
@@ -84,6 +91,17 @@ def _recipe_records(
     """The records of recipe ``name`` under the baseline's config, or a ``config`` finding."""
     mine = [r for r in records if r.recipe == name]
     same = [r for r in mine if r.doc["recipe"]["config_hash"] == spec["config_hash"]]
+    wanted = spec.get("precision")
+    if wanted and same and not any(pretrain_precision(r) in (wanted, None) for r in same):
+        got = sorted({str(pretrain_precision(r)) for r in same})
+        msg = (
+            f"pretrained under {', '.join(got)} autocast, the baseline under {wanted} (train.precision auto "
+            "resolves by hardware: bf16 only on CPUs with native bf16); compare on the baseline's hardware "
+            "class or regenerate the baseline here"
+        )
+        return [], Finding(name, "*", "*", "config", msg)
+    if wanted:
+        same = [r for r in same if pretrain_precision(r) in (wanted, None)]
     if same or not mine:
         return same, None
     newest = max(mine, key=lambda r: r.doc["created"])

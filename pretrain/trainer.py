@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from core.config import config_hash, to_dict
 from core.errors import CheckpointError, ConfigError
+from core.hardware import auto_precision
 from pretrain import distributed
 from pretrain.augment.policy import AugmentPolicy
 from pretrain.checkpoint import export_backbone, load_state, save_state
@@ -66,9 +67,8 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
         return torch.bfloat16
     if name == "fp16":
         return torch.float16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16  # CPU: measured 3.4x faster than fp32 for small ResNets on these machines
+    auto = auto_precision(device)  # bf16 on CPUs with native bf16 only (core/hardware.py)
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[auto]
 
 
 def lr_at(step: int, total: int, base_lr: float, warmup: int, schedule: str) -> float:

@@ -43,6 +43,7 @@ from tqdm import tqdm
 
 from core.errors import BenchError, DatasetError
 from core.fsutil import remove_stale_tmp
+from core.hardware import auto_precision
 
 __all__ = [
     "FeatureError",
@@ -150,13 +151,10 @@ def _check_key(key: str) -> None:
 
 
 def resolve_precision(precision: str, device: torch.device) -> Literal["bf16", "fp32"]:
-    """Resolve ``"auto"`` to ``"bf16"`` on CPU and on CUDA devices with bf16 support, else ``"fp32"``."""
+    """Resolve ``"auto"`` to ``"bf16"`` where :func:`core.hardware.auto_precision` picks bf16 (a CPU with
+    native bf16, a CUDA device with bf16 support), else ``"fp32"``."""
     if precision == "auto":
-        if device.type == "cpu":
-            return "bf16"
-        if device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-            return "bf16"
-        return "fp32"
+        return "bf16" if auto_precision(device) == "bf16" else "fp32"
     if precision == "bf16":
         return "bf16"
     if precision == "fp32":

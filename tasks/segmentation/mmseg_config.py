@@ -14,6 +14,7 @@ import torch
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from core.errors import ConfigError
+from core.hardware import auto_precision
 from pretrain.backbones import IMAGENET_MEAN, IMAGENET_STD
 
 if TYPE_CHECKING:
@@ -103,6 +104,13 @@ def _optimizer(settings: SegSettings) -> dict[str, Any]:
     if settings.optimizer == "adamw":
         return dict(type="AdamW", lr=settings.lr, betas=(0.9, 0.999), weight_decay=settings.weight_decay)
     return dict(type="SGD", lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay)
+
+
+def seg_uses_bf16(precision: str) -> bool:
+    """Whether training runs under bf16 autocast: ``"bf16"``, or ``"auto"`` where
+    :func:`core.hardware.auto_precision` picks bf16 on the device mmseg will use."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return precision == "bf16" or (precision == "auto" and auto_precision(device) == "bf16")
 
 
 def build_config(
@@ -199,7 +207,7 @@ def build_config(
         ),
         test_cfg=dict(type="TestLoop"),
         optim_wrapper=dict(
-            type="AugbenchBf16OptimWrapper" if settings.precision == "bf16" else "OptimWrapper",
+            type="AugbenchBf16OptimWrapper" if seg_uses_bf16(settings.precision) else "OptimWrapper",
             clip_grad=None,
             optimizer=_optimizer(settings),
         ),

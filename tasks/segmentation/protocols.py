@@ -58,7 +58,8 @@ class SegSettings:
         align_corners: of the heads' resizing (mmseg sets it for the 769 px Cityscapes models).
         checkpoint_every: iterations between resumable state files.
         num_workers: data-loading worker processes.
-        precision: ``"fp32"`` or ``"bf16"`` (forward pass under bfloat16 autocast; CPU smoke runs).
+        precision: ``"fp32"``, ``"bf16"`` (forward pass under bfloat16 autocast) or ``"auto"`` (bf16 where
+            the hardware computes it natively, :func:`core.hardware.auto_precision`; smoke runs).
         classifier_init_std: std of the normal initialisation of the heads' final 1x1 convolutions
             (mmseg: 0.01).
     """
@@ -83,7 +84,7 @@ class SegSettings:
     cat_max_ratio: float = 0.75
     checkpoint_every: int = 2000
     num_workers: int = 4
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"
     classifier_init_std: float = 0.01
 
     def __post_init__(self) -> None:
@@ -173,7 +174,7 @@ PAPER: dict[str, SegSettings] = {
 
 _SMOKE_COMMON: dict[str, Any] = dict(
     ratio_range=(0.5, 2.0), batch_size=8, optimizer="adamw", lr=0.002, weight_decay=0.01,
-    classifier_init_std=0.1, aux_channels=32, checkpoint_every=50, num_workers=1, precision="bf16",
+    classifier_init_std=0.1, aux_channels=32, checkpoint_every=50, num_workers=1, precision="auto",
 )  # fmt: skip
 #: Smoke profile: same families and pipeline on the narrow backbone, small crops of the 64 px stand-ins,
 #: AdamW (SGD does not get anywhere in a few hundred steps here) and a larger initial scale of the heads'

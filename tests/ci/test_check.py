@@ -150,6 +150,36 @@ def test_missing_version_nonfinite_and_config_fail(tmp_path: Path) -> None:
     assert main(["ci", "check", str(other), "--baseline", str(base)]) == 1
 
 
+def _set_precision(runs: Path, precision: str) -> None:
+    """Record ``precision`` as the pretraining autocast of every result under ``runs``."""
+    for path in runs.glob("**/results/*.json"):
+        doc = json.loads(path.read_text())
+        doc["pretrain"] = {**doc["pretrain"], "precision": precision}
+        path.write_text(json.dumps(doc))
+
+
+def test_pretraining_precision_is_part_of_the_baseline(tmp_path: Path) -> None:
+    """``train.precision: auto`` resolves by hardware (bf16 only with native bf16): a baseline records the
+    precision its runs were pretrained under, and results pretrained under another one are a ``config``
+    finding, not a regression."""
+    runs = _runs(tmp_path / "runs")
+    _set_precision(runs, "bfloat16")
+    base = tmp_path / "base.json"
+    assert main(["ci", "baseline", str(runs), "-o", str(base)]) == 0
+    assert load_baseline(base)["recipes"]["moco"]["precision"] == "bfloat16"
+    same = _fresh(tmp_path, "same", 61.0)
+    _set_precision(same, "bfloat16")
+    assert {f.status for f in check(same, base)} == {"ok"}
+    other = _fresh(tmp_path, "fp32", 61.0)
+    _set_precision(other, "fp32")
+    (finding,) = check(other, base)
+    assert finding.status == "config" and "fp32" in finding.message and "bfloat16" in finding.message
+    _res(runs, "moco", 3, 61.0)  # a fourth seed pretrained elsewhere: one baseline, one precision
+    _set_precision(runs / "moco" / "smoke-synthetic-s3-abc123", "fp32")
+    with pytest.raises(ConfigError, match="several precisions"):
+        make_baseline(runs, tmp_path / "b2.json", "smoke", "synthetic")
+
+
 def _paired(tmp_path: Path) -> Path:
     """moco 60/61/62 and moco_mixup 50/53/56 (pooled std sqrt(5), df 4); reruns: moco seed 0 -> 60.4,
     moco_mixup seed 1 -> 52.8 (rerun differences 0.4 and -0.2: rerun_std sqrt(0.1), 2 pairs)."""

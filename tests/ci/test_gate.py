@@ -20,12 +20,30 @@ import torch
 import pretrain.methods.moco as moco_module
 from bench.cli import main
 from ci.check import check
+from core.hardware import auto_precision
 
 BASELINE = Path(__file__).resolve().parents[2] / "ci" / "baselines" / "smoke.json"
 TASKS = "linear/cifar10,knn/cifar10,linear/imagenet,knn/imagenet,invariance"
 SABOTAGE_TASKS = "linear/cifar10,invariance"
 
 pytestmark = pytest.mark.slow
+
+
+def _baseline_precision_mismatch() -> str:
+    """Why this machine cannot reproduce the repository baseline ("" if it can): ``train.precision: auto`` is
+    bf16 autocast only on CPUs with native bf16 (core/hardware.py), and a precision change moves a smoke run
+    as much as a seed change (``bench ci check`` reports it as a config difference).  Regenerate the baseline
+    on such a machine with the commands in its ``note``."""
+    doc = json.loads(BASELINE.read_text())
+    wanted = sorted({str(spec.get("precision")) for spec in doc["recipes"].values()})
+    here = {"bf16": "bfloat16", "fp16": "float16", "fp32": "fp32"}[auto_precision(torch.device("cpu"))]
+    if here in wanted:
+        return ""
+    return f"the repository baseline was pretrained under {wanted}; this CPU's precision auto is {here}"
+
+
+_MISMATCH = _baseline_precision_mismatch()
+baseline_hardware = pytest.mark.skipif(bool(_MISMATCH), reason=_MISMATCH)
 
 
 def test_repository_baseline_covers_recipes_tasks_and_seeds() -> None:
@@ -40,6 +58,7 @@ def test_repository_baseline_covers_recipes_tasks_and_seeds() -> None:
     assert {e["direction"] for e in entries if e["task"] == "invariance"} == {"descriptive"}
 
 
+@baseline_hardware
 def test_real_code_passes_the_repository_baseline(
     smoke_root: Path, smoke_runs: Path, moco_smoke_run: Path, tmp_path: Path
 ) -> None:
@@ -77,6 +96,7 @@ def _moco_only(tmp_path: Path) -> Path:
     return path
 
 
+@baseline_hardware
 def test_gate_catches_moco_without_its_positive_logit(
     smoke_root: Path, smoke_runs: Path, moco_smoke_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
