@@ -50,8 +50,9 @@ def test_core_imports_without_the_other_layers() -> None:
     import sys
 
     code = (
-        "import sys, core.config, core.errors, core.fsutil, core.paths, core.provenance, core.registry, "
-        "core.results; print(sorted(m for m in ('bench','pretrain','tasks','leaderboard','ci','studies') "
+        "import sys, core.config, core.errors, core.fsutil, core.hardware, core.paths, core.provenance, "
+        "core.registry, core.results; "
+        "print(sorted(m for m in ('bench','pretrain','tasks','leaderboard','ci','studies') "
         "if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
