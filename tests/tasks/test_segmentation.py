@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -225,7 +226,7 @@ def test_generated_configs(mm: None, tmp_path: Path) -> None:
     from mmengine.registry import DefaultScope
     from mmseg.registry import MODELS
 
-    from tasks.segmentation.mmseg_config import build_config
+    from tasks.segmentation.mmseg_config import build_config, seg_uses_bf16
 
     net = build_backbone("resnet50").net
     voc = build_config(VOC12AUG, PAPER["voc12aug"], net, tmp_path / "voc", tmp_path / "w.pth")
@@ -262,7 +263,12 @@ def test_generated_configs(mm: None, tmp_path: Path) -> None:
     assert smoke["model"]["backbone"]["type"] == "AugbenchCifarStemResNet"
     assert smoke["model"]["decode_head"]["in_channels"] == [32, 64, 128]  # CIFAR stem: stages 2-4
     assert smoke["model"]["decode_head"]["in_index"] == [1, 2, 3]
-    assert smoke["optim_wrapper"]["type"] == "AugbenchBf16OptimWrapper"
+    # smoke precision auto: bf16 autocast only where the CPU computes bf16 natively (core/hardware.py)
+    bf16 = seg_uses_bf16("auto")
+    assert smoke["optim_wrapper"]["type"] == ("AugbenchBf16OptimWrapper" if bf16 else "OptimWrapper")
+    narrow = build_backbone("narrow_resnet18").net
+    fp32 = build_config(ADE20K, replace(SMOKE["ade20k"], precision="fp32"), narrow, tmp_path, tmp_path)
+    assert fp32["optim_wrapper"]["type"] == "OptimWrapper"
 
 
 def test_registration_is_idempotent(mm: None) -> None:
