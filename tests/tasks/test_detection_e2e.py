@@ -69,7 +69,9 @@ def test_bench_run_fine_tunes_both_tasks_with_both_backends(
         assert coco["metrics"]["bbox_AP50"] >= COCO_BOX_AP50_FLOOR, coco["metrics"]
         assert coco["metrics"]["segm_AP50"] >= COCO_MASK_AP50_FLOOR, coco["metrics"]
     board = (smoke_runs / "LEADERBOARD.md").read_text()
-    assert all(name in board for name in results)  # one column per backend
+    for backend in BACKENDS:  # one table per backend: never two backends in one column
+        assert f"backend {backend}" in board
+        assert f"{results[f'det/voc07@{backend}']['metrics']['AP50']:.2f}" in board
     # the same detectors before any training step score (close to) nothing
     backbone = load_run_backbone(moco_smoke_run, "narrow_resnet18", torch.device("cpu"))
     ctx = _ctx(det_root, backbone, None)
