@@ -92,7 +92,8 @@ def _recipe_records(
     mine = [r for r in records if r.recipe == name]
     same = [r for r in mine if r.doc["recipe"]["config_hash"] == spec["config_hash"]]
     wanted = spec.get("precision")
-    if wanted and same and not any(pretrain_precision(r) in (wanted, None) for r in same):
+    matching = [r for r in same if not wanted or pretrain_precision(r) in (wanted, None)]
+    if same and not matching:
         got = sorted({str(pretrain_precision(r)) for r in same})
         msg = (
             f"pretrained under {', '.join(got)} autocast, the baseline under {wanted} (train.precision auto "
@@ -100,10 +101,8 @@ def _recipe_records(
             "class or regenerate the baseline here"
         )
         return [], Finding(name, "*", "*", "config", msg)
-    if wanted:
-        same = [r for r in same if pretrain_precision(r) in (wanted, None)]
-    if same or not mine:
-        return same, None
+    if matching or not mine:
+        return matching, None
     newest = max(mine, key=lambda r: r.doc["created"])
     diff = config_diff(spec["config"], newest.doc["recipe"]["config"])
     msg = (
