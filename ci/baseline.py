@@ -3,7 +3,10 @@
 A baseline holds, for one (profile, data source):
 
 * ``recipes``: per recipe the seedless config hash and the resolved config (``train.seed`` removed) its
-  results were produced with (``bench ci check`` fails on a different config and names the changed keys);
+  results were produced with (``bench ci check`` fails on a different config and names the changed keys),
+  the pretraining ``precision``, and the ``overrides``: the ``--set key=value`` arguments that give this
+  config from the recipe registry under the profile (``[]`` for the registry's own config; absent when no
+  overrides reproduce it, e.g. a recipe file), so that CI reruns exactly what the baseline measured;
 * ``entries``: per (recipe, task, metric) the ``mean``, the seed spread ``std`` (sample standard deviation),
   the number of seeds ``n`` and their ``seeds``/``values``, the ``direction`` (``higher``, ``lower`` or
   ``descriptive``), the ``task_version``, the pooled spread ``pooled_std`` and its degrees of freedom
@@ -47,7 +50,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from core.errors import ConfigError
+import yaml
+
+from core.config import flatten, to_dict
+from core.errors import BenchError, ConfigError
 from core.results import atomic_write_text
 from leaderboard.collect import Record, collect
 from leaderboard.layouts import shown_metrics
@@ -103,6 +109,38 @@ def seedless_config(config: dict[str, Any]) -> dict[str, Any]:
     if isinstance(out.get("train"), dict):
         out["train"].pop("seed", None)
     return out
+
+
+def _override_value(value: Any) -> str:
+    """``value`` as the right-hand side of ``--set key=value`` (YAML-parsed): bare when YAML reads it back
+    unchanged (``10``, ``fp32``), JSON otherwise (JSON is YAML)."""
+    text = value if isinstance(value, str) else json.dumps(value)
+    try:
+        if yaml.safe_load(text) == value:
+            return text
+    except yaml.YAMLError:
+        pass
+    return json.dumps(value)
+
+
+def recipe_overrides(name: str, profile: str, config: dict[str, Any]) -> list[str] | None:
+    """The ``--set key=value`` overrides that turn recipe ``name`` of the registry, resolved under
+    ``profile``, into ``config`` (a resolved config; ``train.seed`` is ignored), in key order; ``None``
+    when ``name`` is not in the registry or no overrides of its keys reproduce ``config`` exactly."""
+    from pretrain.recipes import resolve_recipe
+
+    want = seedless_config(config)
+    try:
+        have = flatten(seedless_config(to_dict(resolve_recipe(name, profile))))
+        target = flatten(want)
+        if set(have) - set(target):
+            return None
+        overrides = [f"{k}={_override_value(v)}" for k, v in sorted(target.items()) if have.get(k, want) != v]
+        if seedless_config(to_dict(resolve_recipe(name, profile, overrides))) != want:
+            return None
+    except BenchError:
+        return None
+    return overrides
 
 
 def add_reruns(
@@ -224,6 +262,9 @@ def make_baseline(
             raise ConfigError(f"{name}: results pretrained under several precisions {sorted(precisions)}")
         if precisions:
             spec["precision"] = precisions.pop()
+        overrides = recipe_overrides(name, profile, spec["config"])
+        if overrides is not None:
+            spec["overrides"] = overrides
     if reruns is not None:
         rerun_records = [r for r in select(reruns, profile, source) if r.recipe in recipe_configs]
         if not add_reruns(entries, rerun_records, recipe_configs, alpha):

@@ -23,6 +23,7 @@ noise (the seed no longer reproduces: a regression, or a change of the random st
 
 from __future__ import annotations
 
+import shlex
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ from ci.baseline import (
     select,
     tolerance,
 )
+from core.config import flatten
 from leaderboard.collect import Record
 from leaderboard.stats import mean
 
@@ -65,16 +67,6 @@ class Finding:
     @property
     def delta(self) -> float | None:
         return None if self.current is None or self.baseline is None else self.current - self.baseline
-
-
-def flatten(doc: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists are leaves)."""
-    if not isinstance(doc, dict):
-        return {prefix: doc}
-    out: dict[str, Any] = {}
-    for k, v in doc.items():
-        out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-    return out
 
 
 def config_diff(old: dict[str, Any], new: dict[str, Any], limit: int = 6) -> str:
@@ -109,6 +101,12 @@ def _recipe_records(
         f"results were produced with another config (hash {newest.doc['recipe']['config_hash']} vs "
         f"baseline {spec['config_hash']}): {diff or 'same keys, different hash'}"
     )
+    if spec.get("overrides"):
+        msg += (
+            "; the baseline's runs: bench run --recipe "
+            + name
+            + "".join(f" --set {shlex.quote(o)}" for o in spec["overrides"])
+        )
     return [], Finding(name, "*", "*", "config", msg)
 
 

@@ -92,6 +92,17 @@ def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[s
     return out
 
 
+def flatten(doc: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists are leaves): the key paths of
+    :func:`apply_overrides`."""
+    if not isinstance(doc, dict):
+        return {prefix: doc}
+    out: dict[str, Any] = {}
+    for k, v in doc.items():
+        out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
 def _index(part: str, node: list[Any], where: str, text: str) -> int:
     if not part.isdigit() or int(part) >= len(node):
         raise ConfigError(f"override {text!r}: {where} is not a valid index (list of {len(node)})")

@@ -7,9 +7,11 @@ from typing import Any
 import pytest
 
 from bench.cli import main
-from ci.baseline import load_baseline, make_baseline, paired_tolerance, tolerance
+from ci.baseline import load_baseline, make_baseline, paired_tolerance, recipe_overrides, tolerance
 from ci.check import check, config_diff
+from core.config import to_dict
 from core.errors import ConfigError
+from pretrain.recipes import resolve_recipe
 from tests.conftest import make_result
 from tests.leaderboard.test_leaderboard import _invariance
 
@@ -240,6 +242,35 @@ def test_reruns_must_match_the_baseline(tmp_path: Path) -> None:
     _res(changed, "moco", 0, 60.0, config_hash="zzz")
     with pytest.raises(ConfigError, match="moco rerun with another config"):
         make_baseline(runs, tmp_path / "b.json", "smoke", "synthetic", reruns=changed)
+
+
+def test_baseline_records_the_overrides_that_reproduce_its_config(tmp_path: Path) -> None:
+    """A baseline measured with ``--set`` overrides stores them per recipe (and ``bench ci check`` names
+    them when results come from another config); the registry's own config stores ``[]``; a config no
+    overrides reproduce (here the tests' made-up CONFIG) stores none."""
+    sets = ["optim.lr=0.001", "train.epochs=10", "train.precision=fp32"]
+    tier = to_dict(resolve_recipe("moco", "smoke", sets))
+    plain = to_dict(resolve_recipe("moco_mixup", "smoke"))
+    runs = tmp_path / "runs"
+    for seed, v in enumerate((60.0, 61.0, 62.0)):
+        _res(runs, "moco", seed, v, config=tier, config_hash="tier")
+        _res(runs, "moco_mixup", seed, v, config=plain, config_hash="plain")
+        _res(runs, "moco_cutout", seed, v)
+    doc = make_baseline(runs, tmp_path / "b.json", "smoke", "synthetic")
+    assert doc["recipes"]["moco"]["overrides"] == sets
+    assert doc["recipes"]["moco_mixup"]["overrides"] == []
+    assert "overrides" not in doc["recipes"]["moco_cutout"]
+    assert recipe_overrides("moco", "smoke", {**tier, "train": {**tier["train"], "seed": 7}}) == sets
+    assert recipe_overrides("no_such_recipe", "smoke", tier) is None
+    views = to_dict(resolve_recipe("moco", "smoke", ["augment.views.0.crop_scale=[0.5, 1.0]"]))
+    (override,) = recipe_overrides("moco", "smoke", views) or []  # lists are leaves: the whole list
+    assert override.startswith("augment.views=[")
+    assert to_dict(resolve_recipe("moco", "smoke", [override])) == views
+    default = tmp_path / "default"
+    _res(default, "moco", 0, 61.0, config=to_dict(resolve_recipe("moco", "smoke")), config_hash="reg")
+    (finding,) = [f for f in check(default, tmp_path / "b.json") if f.recipe == "moco"]
+    assert finding.status == "config" and "train.epochs: 10 -> 25" in finding.message
+    assert "bench run --recipe moco --set optim.lr=0.001 --set train.epochs=10" in finding.message
 
 
 def test_config_diff_names_keys() -> None:
