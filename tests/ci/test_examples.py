@@ -23,4 +23,6 @@ def test_workflow_example_commands_parse() -> None:
     baseline = yaml.safe_load((EXAMPLE.parents[1] / "baselines" / "smoke.json").read_text())
     assert set(run.recipe.split(",")) == set(baseline["recipes"])  # the workflow runs what the baseline gates
     assert set(run.tasks.split(",")) == {e["task"] for e in baseline["entries"]}
+    for spec in baseline["recipes"].values():  # with the overrides the baseline's configs were measured with
+        assert run.overrides == spec["overrides"]
     assert any(s.get("uses", "").startswith("actions/upload-artifact") for s in steps)

@@ -1,11 +1,11 @@
 """The repository's smoke baseline holds on the real code, and the gate catches a sabotaged MoCo.
 
-Slow (smoke pretraining through the CLI).  ``moco`` is the session's shared run (``moco_smoke_run``); the
-masking and mixing recipes of the baseline are pretrained once each (seed 0) into the same shared runs
-directory; the sabotaged MoCo gets its own runs directory.  Cost: three smoke pretrainings plus their
-tasks (about 5 min on an idle 2-core machine; 15 min measured with one thread on a shared one).  With the
-same thread count, reruns of a seed reproduce the stored values exactly; the baseline's rerun noise
-covers another thread count.
+Slow (smoke pretraining through the CLI).  The baseline's recipes are pretrained once each (seed 0) with the
+baseline's own ``--set`` overrides (its CI tier: ``ci/baselines/smoke.json``, ``recipes.*.overrides``) into
+one runs directory shared by both tests; the sabotaged MoCo gets its own.  Cost: four CI-tier pretrainings
+plus their tasks (about 3.5 min each in fp32 on an idle AVX2 2-core machine).  With the same thread
+count, reruns of a seed reproduce the stored values exactly; the baseline's rerun noise covers another
+thread count.
 """
 
 from __future__ import annotations
@@ -29,21 +29,37 @@ SABOTAGE_TASKS = "linear/cifar10,invariance"
 pytestmark = pytest.mark.slow
 
 
+def _tier(recipe: str) -> list[str]:
+    """``--set`` arguments that reproduce the baseline's config of ``recipe``."""
+    overrides = json.loads(BASELINE.read_text())["recipes"][recipe]["overrides"]
+    return [arg for o in overrides for arg in ("--set", o)]
+
+
 def _baseline_precision_mismatch() -> str:
-    """Why this machine cannot reproduce the repository baseline ("" if it can): ``train.precision: auto`` is
-    bf16 autocast only on CPUs with native bf16 (core/hardware.py), and a precision change moves a smoke run
-    as much as a seed change (``bench ci check`` reports it as a config difference).  Regenerate the baseline
-    on such a machine with the commands in its ``note``."""
-    doc = json.loads(BASELINE.read_text())
-    wanted = sorted({str(spec.get("precision")) for spec in doc["recipes"].values()})
+    """Why this machine cannot reproduce the repository baseline ("" if it can): a recipe whose overrides do
+    not pin ``train.precision`` runs under ``auto``, which is bf16 autocast only on CPUs with native bf16
+    (core/hardware.py), and a precision change moves a smoke run as much as a seed change (``bench ci
+    check`` reports it as a config difference)."""
     here = {"bf16": "bfloat16", "fp16": "float16", "fp32": "fp32"}[auto_precision(torch.device("cpu"))]
-    if here in wanted:
-        return ""
-    return f"the repository baseline was pretrained under {wanted}; this CPU's precision auto is {here}"
+    for name, spec in json.loads(BASELINE.read_text())["recipes"].items():
+        pinned = any(o.startswith("train.precision=") for o in spec.get("overrides", []))
+        if not pinned and spec.get("precision") not in (None, here):
+            return f"the baseline pretrained {name} under {spec['precision']}; this CPU's auto is {here}"
+    return ""
 
 
 _MISMATCH = _baseline_precision_mismatch()
 baseline_hardware = pytest.mark.skipif(bool(_MISMATCH), reason=_MISMATCH)
+
+
+@pytest.fixture(scope="module")
+def gate_runs(smoke_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Seed 0 of every baseline recipe, with the baseline's overrides and tasks (real code)."""
+    runs = tmp_path_factory.mktemp("gate-runs")
+    for recipe in json.loads(BASELINE.read_text())["recipes"]:
+        argv = ["run", "--recipe", recipe, "--seeds", "0", "--tasks", TASKS, *_tier(recipe), "--no-progress"]
+        assert main([*argv, "--data-root", str(smoke_root), "--runs-dir", str(runs)]) == 0
+    return runs
 
 
 def test_repository_baseline_covers_recipes_tasks_and_seeds() -> None:
@@ -56,17 +72,14 @@ def test_repository_baseline_covers_recipes_tasks_and_seeds() -> None:
     assert {"linear/cifar10", "knn/cifar10", "linear/imagenet", "knn/imagenet", "invariance"} <= tasks
     assert all(e["n"] >= 3 for e in entries)
     assert {e["direction"] for e in entries if e["task"] == "invariance"} == {"descriptive"}
+    # the CI tier pins fp32: the same config on every CPU (precision auto would resolve by hardware)
+    assert all("train.precision=fp32" in spec["overrides"] for spec in doc["recipes"].values())
 
 
 @baseline_hardware
-def test_real_code_passes_the_repository_baseline(
-    smoke_root: Path, smoke_runs: Path, moco_smoke_run: Path, tmp_path: Path
-) -> None:
-    recipes = ",".join(json.loads(BASELINE.read_text())["recipes"])
-    argv = ["run", "--recipe", recipes, "--seeds", "0", "--tasks", TASKS, "--no-progress"]
-    assert main([*argv, "--data-root", str(smoke_root), "--runs-dir", str(smoke_runs)]) == 0
+def test_real_code_passes_the_repository_baseline(gate_runs: Path, tmp_path: Path) -> None:
     junit, md = tmp_path / "junit.xml", tmp_path / "check.md"
-    code = main(["ci", "check", str(smoke_runs), "--baseline", str(BASELINE), "--junit", str(junit),
+    code = main(["ci", "check", str(gate_runs), "--baseline", str(BASELINE), "--junit", str(junit),
                  "--markdown", str(md)])  # fmt: skip
     assert code == 0, md.read_text()
     suite = ET.parse(junit).getroot().find("testsuite")
@@ -98,26 +111,15 @@ def _moco_only(tmp_path: Path) -> Path:
 
 @baseline_hardware
 def test_gate_catches_moco_without_its_positive_logit(
-    smoke_root: Path, smoke_runs: Path, moco_smoke_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    smoke_root: Path, gate_runs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     baseline = _moco_only(tmp_path)
-    # real code: the session's MoCo run (tasks it lacks are run on it) passes
-    argv = [
-        "run",
-        "--recipe",
-        "moco",
-        "--tasks",
-        SABOTAGE_TASKS,
-        "--no-progress",
-        "--data-root",
-        str(smoke_root),
-    ]
-    assert main([*argv, "--runs-dir", str(smoke_runs)]) == 0
-    assert main(["ci", "check", str(smoke_runs), "--baseline", str(baseline)]) == 0
+    assert main(["ci", "check", str(gate_runs), "--baseline", str(baseline)]) == 0  # real code passes
 
     monkeypatch.setattr(moco_module, "info_nce", _no_positive_info_nce)
     sabotaged = tmp_path / "sabotaged-runs"
-    assert main([*argv, "--runs-dir", str(sabotaged)]) == 0
+    argv = ["run", "--recipe", "moco", "--tasks", SABOTAGE_TASKS, *_tier("moco"), "--no-progress"]
+    assert main([*argv, "--data-root", str(smoke_root), "--runs-dir", str(sabotaged)]) == 0
     findings = check(sabotaged, baseline)
     assert not any(f.status in ("config", "missing", "version") for f in findings)  # same protocol and config
     assert {f.status for f in findings if f.failed} <= {"regressed", "changed"}
