@@ -135,7 +135,8 @@ def recipe_overrides(name: str, profile: str, config: dict[str, Any]) -> list[st
         target = flatten(want)
         if set(have) - set(target):
             return None
-        overrides = [f"{k}={_override_value(v)}" for k, v in sorted(target.items()) if have.get(k, want) != v]
+        changed = sorted((k, v) for k, v in target.items() if k not in have or have[k] != v)
+        overrides = [f"{k}={_override_value(v)}" for k, v in changed]
         if seedless_config(to_dict(resolve_recipe(name, profile, overrides))) != want:
             return None
     except BenchError:
