@@ -20,7 +20,6 @@ import torch
 import pretrain.methods.moco as moco_module
 from bench.cli import main
 from ci.check import check
-from core.hardware import auto_precision
 
 BASELINE = Path(__file__).resolve().parents[2] / "ci" / "baselines" / "smoke.json"
 TASKS = "linear/cifar10,knn/cifar10,linear/imagenet,knn/imagenet,invariance"
@@ -33,23 +32,6 @@ def _tier(recipe: str) -> list[str]:
     """``--set`` arguments that reproduce the baseline's config of ``recipe``."""
     overrides = json.loads(BASELINE.read_text())["recipes"][recipe]["overrides"]
     return [arg for o in overrides for arg in ("--set", o)]
-
-
-def _baseline_precision_mismatch() -> str:
-    """Why this machine cannot reproduce the repository baseline ("" if it can): a recipe whose overrides do
-    not pin ``train.precision`` runs under ``auto``, which is bf16 autocast only on CPUs with native bf16
-    (core/hardware.py), and a precision change moves a smoke run as much as a seed change (``bench ci
-    check`` reports it as a config difference)."""
-    here = {"bf16": "bfloat16", "fp16": "float16", "fp32": "fp32"}[auto_precision(torch.device("cpu"))]
-    for name, spec in json.loads(BASELINE.read_text())["recipes"].items():
-        pinned = any(o.startswith("train.precision=") for o in spec.get("overrides", []))
-        if not pinned and spec.get("precision") not in (None, here):
-            return f"the baseline pretrained {name} under {spec['precision']}; this CPU's auto is {here}"
-    return ""
-
-
-_MISMATCH = _baseline_precision_mismatch()
-baseline_hardware = pytest.mark.skipif(bool(_MISMATCH), reason=_MISMATCH)
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +58,6 @@ def test_repository_baseline_covers_recipes_tasks_and_seeds() -> None:
     assert all("train.precision=fp32" in spec["overrides"] for spec in doc["recipes"].values())
 
 
-@baseline_hardware
 def test_real_code_passes_the_repository_baseline(gate_runs: Path, tmp_path: Path) -> None:
     junit, md = tmp_path / "junit.xml", tmp_path / "check.md"
     code = main(["ci", "check", str(gate_runs), "--baseline", str(BASELINE), "--junit", str(junit),
@@ -109,7 +90,6 @@ def _moco_only(tmp_path: Path) -> Path:
     return path
 
 
-@baseline_hardware
 def test_gate_catches_moco_without_its_positive_logit(
     smoke_root: Path, gate_runs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
