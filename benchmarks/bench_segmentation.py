@@ -11,7 +11,9 @@ Runner), with two timing hooks around every iteration and the model's ``train_st
 * ``data + loop``: from the end of one iteration's hooks to the start of the next (``next()`` on the
   dataloader, i.e. waiting for the worker's batch, plus the loop's own code);
 
-reported as shares of the iterations' wall time, with iterations per second.  Run as a script
+reported as shares of the iterations' wall time, with iterations per second.  Each task runs twice, in
+the model's NCHW layout and in channels_last (the smoke setting, ``SegSettings.channels_last``), so the
+layout's speed-up is a ratio from one run.  Run as a script
 (``python benchmarks/bench_segmentation.py [--iterations 60]``) or through pytest-benchmark.
 """
 
@@ -25,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 
 from pretrain.backbones import build_backbone
@@ -79,13 +82,18 @@ def timing_hooks() -> tuple[Any, Any, dict[str, float]]:
     return First(), Last(), totals
 
 
-def measure(task_name: str, iterations: int = ITERATIONS, root: Path | None = None) -> dict[str, float]:
-    """Run ``task_name`` (smoke settings, ``iterations`` iterations) once and time it."""
+def measure(
+    task_name: str, iterations: int = ITERATIONS, root: Path | None = None, channels_last: bool = True
+) -> dict[str, float]:
+    """Run ``task_name`` (smoke settings, ``iterations`` iterations, the given memory layout) once and time
+    it."""
     with tempfile.TemporaryDirectory() as tmp:
         data = root or ensure_synthetic(Path(tmp) / "data", [task_name.split("/")[1]], "smoke")
         base = TASKS.get(task_name)
         assert isinstance(base, SegmentationTask)
-        settings = dataclasses.replace(base.settings["smoke"], iterations=iterations)
+        settings = dataclasses.replace(
+            base.settings["smoke"], iterations=iterations, channels_last=channels_last
+        )
         task = dataclasses.replace(base, settings={"smoke": settings})
         torch.manual_seed(0)
         backbone = build_backbone("narrow_resnet18")
@@ -116,13 +124,19 @@ def measure(task_name: str, iterations: int = ITERATIONS, root: Path | None = No
     }
 
 
-def test_bench_voc12aug_fcn(benchmark: Any) -> None:
-    result = benchmark.pedantic(lambda: measure("seg/voc12aug"), rounds=1, warmup_rounds=0)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_bench_voc12aug_fcn(benchmark: Any, channels_last: bool) -> None:
+    result = benchmark.pedantic(
+        lambda: measure("seg/voc12aug", channels_last=channels_last), rounds=1, warmup_rounds=0
+    )
     benchmark.extra_info.update(result)
 
 
-def test_bench_ade20k_upernet(benchmark: Any) -> None:
-    result = benchmark.pedantic(lambda: measure("seg/ade20k"), rounds=1, warmup_rounds=0)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_bench_ade20k_upernet(benchmark: Any, channels_last: bool) -> None:
+    result = benchmark.pedantic(
+        lambda: measure("seg/ade20k", channels_last=channels_last), rounds=1, warmup_rounds=0
+    )
     benchmark.extra_info.update(result)
 
 
@@ -133,15 +147,20 @@ def main() -> None:
     args = parser.parse_args()
     print(f"torch threads: {torch.get_num_threads()}, {args.iterations} iterations per task, smoke settings")
     for name in args.tasks.split(","):
-        r = measure(name, args.iterations)
-        print(
-            f"{name:15s} {r['iterations_per_second']:.2f} it/s "
-            f"(steady {r['steady_iterations_per_second']:.2f}); "
-            f"model {r['model_share']:.0%}, mmengine hooks {r['hooks_share']:.0%}, "
-            f"data + loop {r['data_loop_share']:.0%}; train {r['train_seconds']:.1f} s, "
-            f"test {r['test_seconds']:.1f} s, task {r['task_wall_seconds']:.1f} s, "
-            f"main-process CPU {r['main_process_cpu_seconds']:.1f} s"
-        )
+        rates = {}
+        for channels_last in (False, True):
+            r = measure(name, args.iterations, channels_last=channels_last)
+            rates[channels_last] = r["steady_iterations_per_second"]
+            layout = "channels_last" if channels_last else "NCHW"
+            print(
+                f"{name:15s} {layout:13s} {r['iterations_per_second']:.2f} it/s "
+                f"(steady {r['steady_iterations_per_second']:.2f}); "
+                f"model {r['model_share']:.0%}, mmengine hooks {r['hooks_share']:.0%}, "
+                f"data + loop {r['data_loop_share']:.0%}; train {r['train_seconds']:.1f} s, "
+                f"test {r['test_seconds']:.1f} s, task {r['task_wall_seconds']:.1f} s, "
+                f"main-process CPU {r['main_process_cpu_seconds']:.1f} s"
+            )
+        print(f"{name:15s} channels_last / NCHW steady speed: {rates[True] / rates[False]:.2f}x")
 
 
 if __name__ == "__main__":

@@ -220,6 +220,8 @@ def run_segmentation(
         )
         name = runner.experiment_name
         stack.callback(_release, name)
+        if settings.channels_last:  # before init_weights / optimizer: both act on these same parameters
+            runner.model.to(memory_format=torch.channels_last)
         t0 = time.perf_counter()
         if finished is None:
             runner.train()
@@ -228,6 +230,8 @@ def run_segmentation(
         t1 = time.perf_counter()
         metrics = runner.test()
         t2 = time.perf_counter()
+        conv = next(m.weight for m in runner.model.modules() if isinstance(m, torch.nn.Conv2d))
+        layout = "channels_last" if conv.is_contiguous(memory_format=torch.channels_last) else "contiguous"
     trained = settings.iterations - resume.resumed_from if finished is None else 0
     details: dict[str, Any] = {
         **metric.last,
@@ -241,6 +245,7 @@ def run_segmentation(
         "data_wait_seconds": round(progress.data_seconds, 3),
         "step_seconds": round(progress.step_seconds, 3),
         "loss_curve": progress.losses,
+        "conv_weight_layout": layout,  # what the model actually ran in (settings.channels_last asks for it)
         "weights_check": check.report or {"skipped": "evaluated a finished state"},
         "mmseg_backbone": {k: v for k, v in cfg["model"]["backbone"].items() if k != "init_cfg"},
         "work_dir": str(work) if ctx.work_dir is not None else None,

@@ -62,6 +62,10 @@ class SegSettings:
             the hardware computes it natively, :func:`core.hardware.auto_precision`; smoke runs).
         classifier_init_std: std of the normal initialisation of the heads' final 1x1 convolutions
             (mmseg: 0.01).
+        channels_last: run the model's convolutions in NHWC memory layout (weights converted after the
+            Runner builds the model; inputs follow the weights' layout).  Same arithmetic, other kernels:
+            1.4x faster training for the smoke models on an AVX2 CPU (BENCHMARKS.md); off in the paper
+            profile (fp32 on a GPU, not measured here).
     """
 
     model: SegModel
@@ -86,6 +90,7 @@ class SegSettings:
     num_workers: int = 4
     precision: Literal["fp32", "bf16", "auto"] = "fp32"
     classifier_init_std: float = 0.01
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         if self.test_mode == "slide" and self.slide_stride is None:
@@ -175,6 +180,7 @@ PAPER: dict[str, SegSettings] = {
 _SMOKE_COMMON: dict[str, Any] = dict(
     ratio_range=(0.5, 2.0), batch_size=8, optimizer="adamw", lr=0.002, weight_decay=0.01,
     classifier_init_std=0.1, aux_channels=32, checkpoint_every=50, num_workers=1, precision="auto",
+    channels_last=True,
 )  # fmt: skip
 #: Smoke profile: same families and pipeline on the narrow backbone, small crops of the 64 px stand-ins,
 #: AdamW (SGD does not get anywhere in a few hundred steps here) and a larger initial scale of the heads'
