@@ -1,16 +1,19 @@
 """``bench study NAME --dry-run``: the cells, their estimated cost, and the data and models they need.
 
 Cost model (an estimate, printed with its assumptions): pretraining processes ``epochs x N_train`` images
-(``train.max_steps`` caps it at ``max_steps x batch``), at ``throughput`` images/s; ``N_train`` is counted
+(``train.max_steps`` caps it at ``max_steps x batch``) at a throughput in images/s; ``N_train`` is counted
 on disk when the dataset is present, else the synthetic stand-in's size (embedded default) or unknown.
 Tasks add a per-family constant measured on the smoke stand-ins (:data:`SMOKE_TASK_SECONDS`); paper-scale
-tasks are not estimated.  Default throughputs: smoke 600 img/s (MoCo v2, narrow ResNet-18 at 32 px on this
-2-core CPU: ~1250 on a quiet machine, docs/smoke.md; ~170 measured with load average 4, docs/studies.md),
-paper 400 img/s per run (an assumption for
-ResNet-50 two-view pretraining at 224 px on one modern GPU; pass ``--throughput`` for your hardware).
+tasks are not estimated.  ``--throughput`` sets one rate for every cell.  Without it: smoke cells use MoCo
+v2's measured rate for the precision the cell's recipe resolves to on this machine
+(:data:`SMOKE_THROUGHPUT`; ``auto`` follows :func:`core.hardware.auto_precision`), scaled by the method's
+measured relative cost (:data:`SMOKE_METHOD_COST`); paper cells assume 400 img/s per run (ResNet-50
+two-view pretraining at 224 px on one modern GPU: an assumption, pass ``--throughput`` for your hardware).
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from tabulate import tabulate
 
@@ -18,7 +21,18 @@ from core.paths import DataRoot
 from studies.run import Cell
 from studies.schema import StudyConfig
 
-DEFAULT_THROUGHPUT = {"smoke": 600.0, "paper": 400.0}
+if TYPE_CHECKING:
+    from pretrain.config import RecipeConfig
+
+#: paper-profile images/s per run (an assumption, see the module docstring)
+PAPER_THROUGHPUT = 400.0
+#: smoke MoCo v2 pretraining images/s (narrow ResNet-18, 32 px views, 2-core CPU) by autocast precision:
+#: bf16 on CPUs that compute it natively (~1250 quiet, ~170 under load average 4; docs/smoke.md), fp32
+#: on an AVX2-only CPU (~280, docs/smoke.md); emulated bf16 is 10x slower and ``auto`` never picks it
+SMOKE_THROUGHPUT = {"bf16": 600.0, "fp32": 280.0}
+#: smoke pretraining time per image relative to MoCo v2 (measured at fp32: SimCLR backpropagates through
+#: both views' encoders, MoCo through one, docs/smoke.md); methods not listed count as MoCo
+SMOKE_METHOD_COST = {"simclr": 2.1}
 #: train-split sizes of the real pretraining sets (ImageNet-1k; ImageNet-100 as CMC lists it), used for the
 #: paper profile's estimate when the real data is not under the data root
 NOMINAL_TRAIN = {"imagenet": 1_281_167, "imagenet100": 126_689}
@@ -87,9 +101,24 @@ def store_status(recipe: str, profile: str, overrides: list[str], data: DataRoot
     return ok, text
 
 
+def smoke_rate(rc: RecipeConfig) -> tuple[float, str]:
+    """Default smoke throughput of recipe ``rc`` on this machine, and the precision it was chosen for."""
+    import torch
+
+    from core.hardware import auto_precision
+
+    precision = rc.train.precision
+    if precision == "auto":
+        precision = auto_precision(torch.device("cpu"))
+    base = SMOKE_THROUGHPUT.get(precision, SMOKE_THROUGHPUT["fp32"])
+    return base / SMOKE_METHOD_COST.get(rc.method.kind, 1.0), precision
+
+
 def cell_seconds(
-    cell: Cell, profile: str, overrides: list[str], n_train: int | None, throughput: float
+    cell: Cell, profile: str, overrides: list[str], n_train: int | None, throughput: float | None
 ) -> float | None:
+    """Estimated seconds of ``cell`` (None when the pretraining set's size is unknown); ``throughput``
+    replaces the default rate."""
     from pretrain.recipes import resolve_recipe
     from tasks.registry import resolve_tasks
 
@@ -99,10 +128,26 @@ def cell_seconds(
     steps = rc.train.epochs * (n_train // rc.train.batch_size)
     if rc.train.max_steps is not None:
         steps = min(steps, rc.train.max_steps)
-    seconds = steps * rc.train.batch_size / throughput
+    rate = throughput or (smoke_rate(rc)[0] if profile == "smoke" else PAPER_THROUGHPUT)
+    seconds = steps * rc.train.batch_size / rate
     if profile == "smoke":
         seconds += sum(SMOKE_TASK_SECONDS.get(t.family, 30.0) for t in resolve_tasks(",".join(cell.specs)))
     return seconds
+
+
+def rate_note(study: StudyConfig, profile: str, throughput: float | None) -> str:
+    """What the estimate assumes about speed, for the dry run's summary line."""
+    if throughput is not None:
+        return f"{throughput:.0f} img/s"
+    if profile == "paper":
+        return f"{PAPER_THROUGHPUT:.0f} img/s per run"
+    from pretrain.recipes import resolve_recipe
+
+    overrides = study.overrides(profile)
+    recipes = dict.fromkeys(r for b in study.profile(profile).blocks for r in b.recipes)
+    rates = {r: smoke_rate(resolve_recipe(r, profile, overrides)) for r in recipes}
+    shown = ", ".join(sorted({f"{rate:.0f} img/s ({prec})" for rate, prec in rates.values()}))
+    return f"smoke rates measured on 2-core CPUs, {shown}"
 
 
 def print_dry_run(
@@ -114,12 +159,11 @@ def print_dry_run(
     throughput: float | None,
 ) -> None:
     overrides = study.overrides(profile)
-    rate = throughput or DEFAULT_THROUGHPUT[profile]
     n_train = train_images(study.data, data, profile)
     rows, todo_s, unknown = [], 0.0, False
     for c in cells:
         done = len(set(c.tasks) & have.get((c.recipe, c.seed), set()))
-        secs = None if done == len(c.tasks) else cell_seconds(c, profile, overrides, n_train, rate)
+        secs = None if done == len(c.tasks) else cell_seconds(c, profile, overrides, n_train, throughput)
         unknown |= secs is None and done < len(c.tasks)
         todo_s += secs or 0.0
         cost = "done" if done == len(c.tasks) else ("?" if secs is None else f"{secs / 60:.1f} min")
@@ -127,10 +171,11 @@ def print_dry_run(
     print(f"study {study.name} ({study.title}), profile {profile}: {len(cells)} cells")
     print(tabulate(rows, headers=["recipe", "seed", "tasks", "results", "est. cost"], disable_numparse=True))
     unit = "GPU-hours" if profile == "paper" else "hours on this CPU"
+    assumed = rate_note(study, profile, throughput)
     tasks_note = "" if profile == "smoke" else " (pretraining only; tasks not estimated)"
     print(
         f"\nestimated remaining cost: {todo_s / 3600:.2f} {unit}{tasks_note}"
-        f"{' + cells of unknown size' if unknown else ''}; assumes {rate:.0f} img/s and "
+        f"{' + cells of unknown size' if unknown else ''}; assumes {assumed} and "
         f"{n_train if n_train is not None else 'unknown'} pretraining images ({study.data}); --throughput "
         "sets the rate"
     )

@@ -38,22 +38,24 @@ class Cell:
 
 
 def plan_cells(study: StudyConfig, profile: str, seeds: list[int] | None = None) -> list[Cell]:
-    """The cells of ``study`` under ``profile`` (``seeds`` replaces the declared seeds); a recipe in several
-    blocks gets the union of their tasks, in order."""
+    """The cells of ``study`` under ``profile`` (``seeds`` replaces the declared seeds; a block's
+    ``max_seeds`` takes the first of them); a (recipe, seed) in several blocks gets the union of their
+    tasks, in order."""
     from tasks.registry import resolve_tasks
 
     prof = study.profile(profile)
-    specs: dict[str, list[str]] = {}
+    study_seeds = seeds if seeds is not None else list(prof.seeds)
+    specs: dict[tuple[str, int], list[str]] = {}
     for block in prof.blocks:
         for recipe in block.recipes:
-            specs.setdefault(recipe, [])
-            specs[recipe] += [t for t in block.tasks if t not in specs[recipe]]
-    cells = []
-    for recipe, task_specs in specs.items():
-        names = tuple(t.name for t in resolve_tasks(",".join(task_specs)))
-        for seed in seeds if seeds is not None else prof.seeds:
-            cells.append(Cell(recipe, seed, tuple(task_specs), names))
-    return cells
+            for seed in block.seeds(study_seeds):
+                cell = specs.setdefault((recipe, seed), [])
+                cell += [t for t in block.tasks if t not in cell]
+    names = {s: tuple(t.name for t in resolve_tasks(",".join(s))) for s in {tuple(v) for v in specs.values()}}
+    return [
+        Cell(recipe, seed, tuple(task_specs), names[tuple(task_specs)])
+        for (recipe, seed), task_specs in specs.items()
+    ]
 
 
 def config_hashes(study: StudyConfig, profile: str) -> dict[str, str]:

@@ -13,9 +13,11 @@
       paper: {seeds: [0, 1, 2], set: [...], note: ..., blocks: [{recipes: [...], tasks: [...]}, ...]}
       smoke: {...}                     # the reduced CPU version: what is left out is said in `note`
 
-A *block* is recipes x the profile's seeds x tasks; blocks with the same task list become one
-``bench run`` call.  ``set`` holds recipe overrides (``key=value``, as ``bench run --set``) applied to every
-cell of the profile.  Names are checked against the registries by :func:`validate_study`.
+A *block* is recipes x the profile's seeds x tasks; ``max_seeds: N`` limits a block to the first N of the
+seeds (the profile's, or ``--seeds``), e.g. costly dense tasks on one seed.  Cells with the same task list
+and seeds become one ``bench run`` call.  ``set`` holds recipe overrides (``key=value``, as
+``bench run --set``) applied to every cell of the profile.  Names are checked against the registries by
+:func:`validate_study`.
 """
 
 from __future__ import annotations
@@ -27,14 +29,21 @@ from core.errors import BenchError, ConfigError
 
 @dataclass(frozen=True)
 class Block:
-    """Recipes evaluated on the same tasks."""
+    """Recipes evaluated on the same tasks, for every seed or (``max_seeds``) the first few."""
 
     recipes: tuple[str, ...]
     tasks: tuple[str, ...]
+    max_seeds: int | None = None
 
     def __post_init__(self) -> None:
         if not self.recipes or not self.tasks:
             raise ValueError("a block needs at least one recipe and one task")
+        if self.max_seeds is not None and self.max_seeds < 1:
+            raise ValueError("max_seeds must be at least 1")
+
+    def seeds(self, seeds: tuple[int, ...] | list[int]) -> list[int]:
+        """The seeds this block runs out of the study's ``seeds``."""
+        return list(seeds if self.max_seeds is None else seeds[: self.max_seeds])
 
 
 @dataclass(frozen=True)

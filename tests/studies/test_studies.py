@@ -42,7 +42,7 @@ def test_shipped_studies_validate() -> None:
     assert len(paper) == 15 and {"moco_semi_cutout", "moco_sup_mixup"} <= paper
     g = load_study("2403.05966")
     smoke = {r for b in g.profile("smoke").blocks for r in b.recipes}
-    assert smoke == {"moco", "moco_oracle", "simclr", "simclr_oracle"}
+    assert smoke == {"moco", "moco_oracle"}
     assert len({t for b in g.profile("paper").blocks for t in b.tasks}) == 6
 
 
@@ -65,6 +65,11 @@ def test_shipped_studies_validate() -> None:
         ("data: imagenet", "data: imagenet\ncolour: red", "unknown key 'colour'"),
         ("train.max_steps=3", "train.max_stepz=3", "max_stepz"),
         ("seeds: [0, 1]", "seeds: []", "seeds must be a non-empty list"),
+        (
+            "tasks: [knn/cifar10]",
+            "tasks: [knn/cifar10]\n        max_seeds: 0",
+            "max_seeds must be at least 1",
+        ),
     ],
 )
 def test_study_files_validate_strictly(tmp_path: Path, old: str, new: str, message: str) -> None:
@@ -84,21 +89,18 @@ def test_plan_groups_and_launcher_pass_through(tmp_path: Path) -> None:
     assert run_groups(cells, have) == [(["moco", "simclr"], [1], ("knn/cifar10",))]
     have[("moco", 1)] = {"knn/cifar10"}
     assert run_groups(cells, have) == [(["simclr"], [1], ("knn/cifar10",))]
-    shipped = plan_cells(load_study("2310.18850"), "smoke", seeds=[3])
-    moco = next(c for c in shipped if c.recipe == "moco")
-    assert moco.seed == 3 and moco.specs == (
-        "linear/imagenet100",
-        "invariance",
-        "det/voc07",
-        "instseg/coco",
-        "seg/voc12aug",
-    )
-    groups = run_groups(shipped, {})
-    assert groups[0][0] == ["moco"] and groups[1][0] == [
-        "moco_erasing",
-        "moco_cutmix",
-        "moco_mixup",
-        "moco_sup",
+    shipped = plan_cells(load_study("2310.18850"), "smoke", seeds=[3, 4])
+    dense = ("det/voc07", "instseg/coco", "seg/voc12aug")
+    moco = [c for c in shipped if c.recipe == "moco"]
+    assert [(c.seed, c.specs) for c in moco] == [
+        (3, ("linear/imagenet100", "invariance", *dense)),  # max_seeds: 1 takes the first of --seeds
+        (4, ("linear/imagenet100", "invariance")),
+    ]
+    lin = ("linear/imagenet100", "invariance")
+    assert run_groups(shipped, {}) == [
+        (["moco"], [3], (*lin, *dense)),
+        (["moco"], [4], lin),
+        (["moco_erasing", "moco_mixup", "moco_sup"], [3, 4], lin),
     ]
     args = build_parser().parse_args(
         [
@@ -119,6 +121,35 @@ def test_plan_groups_and_launcher_pass_through(tmp_path: Path) -> None:
     assert launcher_argv(argparse.Namespace()) == []
 
 
+def test_smoke_cost_model_follows_precision_and_method(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default smoke rate is MoCo's measured rate for the precision the recipe resolves to on this CPU
+    (``auto`` follows core.hardware), divided by the method's measured relative cost."""
+    import core.hardware
+    from pretrain.recipes import resolve_recipe
+    from studies import plan
+
+    moco, simclr = (resolve_recipe(r, "smoke", ["train.epochs=10"]) for r in ("moco", "simclr"))
+    for native in (True, False):
+        monkeypatch.setattr(core.hardware, "cpu_has_native_bf16", lambda native=native: native)
+        precision = "bf16" if native else "fp32"
+        assert plan.smoke_rate(moco) == (plan.SMOKE_THROUGHPUT[precision], precision)
+        assert plan.smoke_rate(simclr)[0] == pytest.approx(
+            plan.SMOKE_THROUGHPUT[precision] / plan.SMOKE_METHOD_COST["simclr"]
+        )
+    pinned = resolve_recipe("moco", "smoke", ["train.precision=fp32"])
+    monkeypatch.setattr(core.hardware, "cpu_has_native_bf16", lambda: True)
+    assert plan.smoke_rate(pinned) == (plan.SMOKE_THROUGHPUT["fp32"], "fp32")
+    cell = next(c for c in plan_cells(load_study("2403.05966"), "smoke") if c.recipe == "moco")
+    overrides = load_study("2403.05966").overrides("smoke")
+    tasks = 6 * plan.SMOKE_TASK_SECONDS["linear"]
+    steps = 10 * (5000 // moco.train.batch_size)
+    expected = steps * moco.train.batch_size / plan.SMOKE_THROUGHPUT["fp32"] + tasks
+    assert plan.cell_seconds(cell, "smoke", overrides, 5000, None) == pytest.approx(expected)
+    assert plan.cell_seconds(cell, "smoke", overrides, 5000, 100.0) == pytest.approx(
+        steps * moco.train.batch_size / 100.0 + tasks
+    )
+
+
 def test_cli_ls_show_and_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["ls", "studies"]) == 0
     out = capsys.readouterr().out
@@ -132,7 +163,7 @@ def test_cli_ls_show_and_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture[s
     data = tmp_path / "data"
     assert main(["study", "2310.18850", "--dry-run", "--data-root", str(data)]) == 0
     out = capsys.readouterr().out
-    assert "MISS imagenet100" in out and "10 cells" in out
+    assert "MISS imagenet100" in out and "8 cells" in out
     assert main(["study", "2403.0596"]) == 2
     assert "unknown study '2403.0596'; did you mean '2403.05966'" in capsys.readouterr().err
 
