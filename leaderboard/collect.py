@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,10 +128,15 @@ class Record:
         return bad
 
 
-def collect(root: Path, *, warn: bool = True) -> list[Record]:
-    """Every result under ``root`` as records (newest file per key, rows labelled; see module docstring)."""
+def collect(root: Path, *, warn: bool = True, keep: Callable[[Result], bool] | None = None) -> list[Record]:
+    """Every result under ``root`` as records (newest file per key, rows labelled; see module docstring).
+
+    ``keep`` selects result files *before* the newest-per-key choice and the labelling (a study keeps its
+    own cells: a newer result of another data root must not hide one of them)."""
     latest: dict[tuple[Any, ...], Result] = {}
     for res in iter_results(root, warn=warn):
+        if keep is not None and not keep(res):
+            continue
         d = res.doc
         key = (
             d["profile"],

@@ -23,6 +23,7 @@ from tabulate import tabulate
 
 from core.errors import ConfigError
 from core.paths import DataRoot, resolve_data_root, resolve_runs_dir
+from core.results import Result
 from leaderboard.collect import Record, collect
 from studies.schema import StudyConfig
 
@@ -71,24 +72,23 @@ def study_records(
     cells: list[Cell], hashes: dict[str, str], profile: str, data: DataRoot, runs: Path
 ) -> list[Record]:
     """The records of ``runs`` that belong to ``cells``: same recipe, seed, task, profile, data root and
-    seedless config hash (rows labelled by recipe name when the study has one identity per recipe)."""
+    seedless config hash, selected before the newest-per-key choice (so results of other data roots or
+    configs never hide the study's own); rows are labelled within the study (plain recipe names when a
+    recipe has one identity there)."""
     wanted = {(c.recipe, c.seed, t) for c in cells for t in c.tasks}
     if not runs.is_dir():
         return []
-    mine = [
-        r
-        for r in collect(runs, warn=False)
-        if (r.recipe, r.seed, r.task) in wanted
-        and r.profile == profile
-        and r.doc["data"].get("root") == str(data.path)
-        and r.doc["recipe"].get("config_hash") == hashes.get(r.recipe)
-    ]
-    # rows were labelled against the whole runs directory (``moco (cfg ...)`` when another study ran moco
-    # under another config); within the study a recipe with one identity is just its name
-    identities: dict[str, set[str]] = {}
-    for r in mine:
-        identities.setdefault(r.recipe, set()).add(r.identity)
-    return [Record(r.result, r.recipe if len(identities[r.recipe]) == 1 else r.label) for r in mine]
+
+    def mine(res: Result) -> bool:
+        d = res.doc
+        return (
+            (res.recipe, int(d["seed"]), res.task) in wanted
+            and d["profile"] == profile
+            and d["data"].get("root") == str(data.path)
+            and d["recipe"].get("config_hash") == hashes.get(res.recipe)
+        )
+
+    return collect(runs, warn=False, keep=mine)
 
 
 def done_tasks(cells: list[Cell], records: list[Record]) -> dict[tuple[str, int], set[str]]:

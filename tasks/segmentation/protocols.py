@@ -64,7 +64,7 @@ class SegSettings:
             (mmseg: 0.01).
         channels_last: run the model's convolutions in NHWC memory layout (weights converted after the
             Runner builds the model; inputs follow the weights' layout).  Same arithmetic, other kernels:
-            1.4x faster training for the smoke models on an AVX2 CPU (BENCHMARKS.md); off in the paper
+            in fp32 on an AVX2 CPU the smoke FCN trains 1.4x faster (BENCHMARKS.md); off in the paper
             profile (fp32 on a GPU, not measured here).
     """
 

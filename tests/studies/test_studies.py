@@ -1,6 +1,7 @@
 """Study files (strict schema, registry names), planning and grouping, the CLI, a tiny study end to end."""
 
 import argparse
+import json
 import textwrap
 from pathlib import Path
 
@@ -190,8 +191,20 @@ def test_tiny_study_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str
     results = sorted(p for r in ("moco", "simclr") for p in (runs / r).glob("*-s*-*/results/*.json"))
     assert len(results) == 5  # 4 cells + the planted moco result of another config
     files = [*results, *runs.glob("*/smoke-synthetic-s*/pretrain.json")]
+    # a NEWER result of the same recipe, config, seed and task under another data root (a run without the
+    # study's --data-root) must neither hide the study's own result nor reach its tables
+    own = next(
+        p for p in results if "moco" in p.parts and "-s0-" in p.parent.parent.name and "other" not in str(p)
+    )
+    doc = json.loads(own.read_text())
+    doc["data"]["root"], doc["created"], doc["metrics"]["top1"] = "/elsewhere", "2999-01-01T00:00:00", 77.7
+    foreign = runs / "moco" / "smoke-synthetic-s0-elsewhere" / "results" / own.name
+    foreign.parent.mkdir(parents=True)
+    foreign.write_text(json.dumps(doc))
     before = {p: p.stat().st_mtime_ns for p in files}
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "4 cells, 0 run, 4 skipped" in out and out.count("skipped (finished)") == 4
     assert {p: p.stat().st_mtime_ns for p in files} == before  # nothing recomputed
+    text = board.read_text()
+    assert "77.7" not in text and "moco (cfg" not in text
