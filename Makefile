@@ -6,18 +6,15 @@ PY := $(VENV)/bin/python
 # detectron2 is not on the package index; a wheel built for this torch (see ../shared/wheels/README.md) is
 # installed when present. Its file name is part of the hash, so a new wheel reinstalls.
 DET_WHEELS ?= ../shared/wheels
-DEPS_HASH := $(shell (cat pyproject.toml Makefile; ls $(DET_WHEELS)/detectron2-*.whl 2>/dev/null) | sha256sum | cut -c1-16)
+DEPS_HASH := $(shell (cat pyproject.toml Makefile tools/install.py; ls $(DET_WHEELS)/detectron2-*.whl 2>/dev/null) | sha256sum | cut -c1-16)
 DEPS_STAMP := $(VENV)/.deps-$(DEPS_HASH)
 
 .PHONY: setup demo test test-fast lint bench clean
 
 $(DEPS_STAMP):
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	# torch/torchvision pinned to the releases available on these machines (see shared stack facts)
-	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1 "setuptools<81"
-	$(PY) -m pip install -q -e ".[dev]"
-	for whl in $(wildcard $(DET_WHEELS)/detectron2-*.whl); do $(PY) -m pip install -q "$$whl" || exit 1; done
+	# torch/torchvision pinned to the releases available on these machines (see shared stack facts);
+	# installed with uv when it can be had (several times faster than pip; tools/install.py), else pip
+	$(PYTHON) tools/install.py --venv $(VENV) --wheels $(DET_WHEELS)
 	rm -f $(VENV)/.deps-*
 	touch $(DEPS_STAMP)
 

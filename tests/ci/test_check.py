@@ -15,6 +15,8 @@ from pretrain.recipes import resolve_recipe
 from tests.conftest import make_result
 from tests.leaderboard.test_leaderboard import _invariance
 
+BASELINE = Path(__file__).resolve().parents[2] / "ci" / "baselines" / "smoke.json"
+
 CONFIG = {"name": "moco", "train": {"seed": 0, "epochs": 25, "lr": 0.003}, "augment": {"stages": []}}
 # Student-t quantiles from printed tables
 T_99_2, T_995_2, T_99_4 = 6.964557, 9.924843, 3.746947  # t(0.99, 2), t(0.995, 2), t(0.99, 4)
@@ -248,7 +250,7 @@ def test_baseline_records_the_overrides_that_reproduce_its_config(tmp_path: Path
     """A baseline measured with ``--set`` overrides stores them per recipe (and ``bench ci check`` names
     them when results come from another config); the registry's own config stores ``[]``; a config no
     overrides reproduce (here the tests' made-up CONFIG) stores none."""
-    sets = ["optim.lr=0.001", "train.epochs=10", "train.precision=fp32"]
+    sets = ["optim.lr=0.001", "train.epochs=7", "train.precision=fp32"]
     tier = to_dict(resolve_recipe("moco", "smoke", sets))
     plain = to_dict(resolve_recipe("moco_mixup", "smoke"))
     runs = tmp_path / "runs"
@@ -269,8 +271,8 @@ def test_baseline_records_the_overrides_that_reproduce_its_config(tmp_path: Path
     default = tmp_path / "default"
     _res(default, "moco", 0, 61.0, config=to_dict(resolve_recipe("moco", "smoke")), config_hash="reg")
     (finding,) = [f for f in check(default, tmp_path / "b.json") if f.recipe == "moco"]
-    assert finding.status == "config" and "train.epochs: 10 -> 25" in finding.message
-    assert "bench run --recipe moco --set optim.lr=0.001 --set train.epochs=10" in finding.message
+    assert finding.status == "config" and "train.epochs: 7 -> 10" in finding.message
+    assert "bench run --recipe moco --set optim.lr=0.001 --set train.epochs=7" in finding.message
 
 
 def test_config_diff_names_keys() -> None:
@@ -320,3 +322,13 @@ def test_bad_baseline_file(tmp_path: Path) -> None:
         load_baseline(p)
     with pytest.raises(ConfigError, match="not found"):
         load_baseline(tmp_path / "nope.json")
+
+
+def test_repository_baseline_overrides_reproduce_its_configs() -> None:
+    """``ci/baselines/smoke.json`` stores, per recipe, the ``--set`` overrides CI reruns it with: under the
+    current recipe registry they must still give exactly the stored config (a change of a profile's or a
+    method's defaults would otherwise move the gate's runs off the measured tier; recompute them with
+    ``ci.baseline.recipe_overrides`` and say so in the baseline's note)."""
+    doc = json.loads(BASELINE.read_text())
+    for name, spec in doc["recipes"].items():
+        assert spec["overrides"] == recipe_overrides(name, doc["profile"], spec["config"]), name
