@@ -19,8 +19,10 @@ $(DEPS_STAMP):
 	touch $(DEPS_STAMP)
 
 setup: $(DEPS_STAMP)
-	@# cheap: (re)points the editable install at this checkout (fresh clones reuse a cached venv)
-	@$(PY) -m pip install -q --no-deps --no-build-isolation -e . >/dev/null
+	@# cheap: (re)points the editable install at this checkout when it points elsewhere (fresh clones
+	@# reuse a cached venv)
+	@$(PY) -I -c "import bench, pathlib, sys; sys.exit(pathlib.Path(bench.__file__).parent.parent != pathlib.Path.cwd())" \
+	  || $(PY) -m pip install -q --no-deps --no-build-isolation -e . >/dev/null
 
 demo: setup
 	$(VENV)/bin/bench run --recipe moco_mixup --tasks all

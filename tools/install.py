@@ -4,7 +4,9 @@ the detectron2 wheels found in ``--wheels`` (detectron2 is not on the package in
 ``make setup`` runs this with the system Python (standard library only).  It installs with uv when uv can
 be installed into the venv, else with pip; both resolve the same requirements.  uv is used for speed: the
 CUDA build of torch with its ``nvidia-*`` wheels is ~5.5 GB unpacked, which pip unpacks and byte-compiles
-serially (~2.5 min on 2 cores, measured in BENCHMARKS.md) and uv unpacks in parallel (~1 min).
+serially (~2.5 min on 2 cores) and uv in parallel (~75 s; BENCHMARKS.md).  Both byte-compile at install
+time: where ``PYTHONDONTWRITEBYTECODE`` is set (as on our machines) nothing is compiled later, and every
+process would pay ~9 s more to import torch, detectron2 and mmseg from source.
 
 uv does not read pip's configuration, so the machine's pip settings (config files and ``PIP_*``
 variables: index-url, extra-index-url, find-links, constraint, cert) are handed to it as flags: a package
@@ -71,12 +73,12 @@ def install_with_uv(py: str, requirements: list[str]) -> bool:
     env = dict(os.environ)
     if settings.get("cert"):  # the CA bundle pip trusts (a proxy's or a mirror's certificate)
         env.setdefault("SSL_CERT_FILE", settings["cert"][0])
-    return run([uv, "pip", "install", "-q", "--python", py, *uv_flags(settings), *requirements], env)
+    uv_install = [uv, "pip", "install", "-q", "--compile-bytecode", "--python", py]
+    return run([*uv_install, *uv_flags(settings), *requirements], env)
 
 
 def install_with_pip(py: str, requirements: list[str]) -> bool:
-    # byte-compiling torch's tree costs ~30 s and is done lazily, on first import, otherwise
-    pip = [py, "-m", "pip", "install", "-q", "--no-compile"]
+    pip = [py, "-m", "pip", "install", "-q"]
     pinned = [r for r in requirements if r in PINNED]
     rest = [r for r in requirements if r not in PINNED]
     return run([*pip, "--upgrade", "pip"]) and run([*pip, *pinned]) and run([*pip, *rest])
