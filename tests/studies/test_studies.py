@@ -143,11 +143,12 @@ def test_smoke_cost_model_follows_precision_and_method(monkeypatch: pytest.Monke
     cell = next(c for c in plan_cells(load_study("2403.05966"), "smoke") if c.recipe == "moco")
     overrides = load_study("2403.05966").overrides("smoke")
     tasks = 6 * plan.SMOKE_TASK_SECONDS["linear"]
-    steps = 10 * (5000 // moco.train.batch_size)
-    expected = steps * moco.train.batch_size / plan.SMOKE_THROUGHPUT["fp32"] + tasks
+    tier = resolve_recipe("moco", "smoke", overrides).train  # the study's own batch and epochs
+    steps = tier.epochs * (5000 // tier.batch_size)
+    expected = steps * tier.batch_size / plan.SMOKE_THROUGHPUT["fp32"] + tasks
     assert plan.cell_seconds(cell, "smoke", overrides, 5000, None) == pytest.approx(expected)
     assert plan.cell_seconds(cell, "smoke", overrides, 5000, 100.0) == pytest.approx(
-        steps * moco.train.batch_size / 100.0 + tasks
+        steps * tier.batch_size / 100.0 + tasks
     )
 
 
