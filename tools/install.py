@@ -36,19 +36,27 @@ PIP_TO_UV = {
 }
 
 
+#: pip's precedence of the sections ``pip config list`` prints (it prints them sorted by name): a
+#: ``PIP_*`` variable (``:env:``) beats the command's section (``install``), which beats ``global``.
+SECTION_RANK = {"global": 0, "install": 1, ":env:": 2}
+
+
 def pip_settings(python: str) -> dict[str, list[str]]:
     """pip's effective settings for the keys of :data:`PIP_TO_UV` plus ``cert``, from ``pip config list``
-    (files in pip's load order, then ``PIP_*`` variables, which pip lists as ``:env:``); a later source
-    of a key replaces an earlier one, as in pip."""
+    (config files merged by pip, and ``PIP_*`` variables); where several sections set a key, the one pip
+    obeys (:data:`SECTION_RANK`) wins.  Values are split on whitespace (multi-valued settings)."""
     out = subprocess.run(
         [python, "-m", "pip", "config", "list"], capture_output=True, text=True, check=False
     ).stdout
-    settings: dict[str, list[str]] = {}
+    ranked: dict[str, tuple[int, list[str]]] = {}
     for line in out.splitlines():
-        m = re.fullmatch(r"[^.]*\.([a-z-]+)='(.*)'", line.strip())
-        if m and (m[1] in PIP_TO_UV or m[1] == "cert"):
-            settings[m[1]] = m[2].split()
-    return settings
+        m = re.fullmatch(r"(:env:|[a-z]+)\.([a-z-]+)='(.*)'", line.strip())
+        if not m or m[1] not in SECTION_RANK or not (m[2] in PIP_TO_UV or m[2] == "cert"):
+            continue
+        rank = SECTION_RANK[m[1]]
+        if m[2] not in ranked or rank >= ranked[m[2]][0]:
+            ranked[m[2]] = (rank, m[3].split())
+    return {key: values for key, (_, values) in ranked.items()}
 
 
 def uv_flags(settings: dict[str, list[str]]) -> list[str]:

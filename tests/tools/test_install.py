@@ -30,6 +30,7 @@ global.constraint='/etc/xdg/pip/constraints.txt'
 global.extra-index-url='file:///opt/pypi/simple file:///opt/pypi-more/simple'
 global.find-links='/srv/old-wheels'
 global.index-url='https://mirror.example/simple'
+install.constraint='/srv/install-constraints.txt'
 """
 
 
@@ -43,15 +44,17 @@ def test_pip_settings_become_uv_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(install.subprocess, "run", fake_run)
     settings = install.pip_settings("python")
     assert settings["cert"] == ["/etc/ssl/certs/ca.crt"]
-    assert settings["find-links"] == ["/srv/old-wheels"]  # the later source wins, as in pip
+    # pip's precedence, whatever the printed order: PIP_* (":env:") > "install" section > "global"
+    assert settings["find-links"] == ["/opt/wheels"]
+    assert settings["constraint"] == ["/srv/install-constraints.txt"]
     assert "default-timeout" not in settings  # no uv meaning: not passed
     assert install.uv_flags(settings) == [
         "--index-strategy", "unsafe-best-match",
         "--index-url", "https://mirror.example/simple",
         "--extra-index-url", "file:///opt/pypi/simple",
         "--extra-index-url", "file:///opt/pypi-more/simple",
-        "--find-links", "/srv/old-wheels",
-        "--constraint", "/etc/xdg/pip/constraints.txt",
+        "--find-links", "/opt/wheels",
+        "--constraint", "/srv/install-constraints.txt",
     ]  # fmt: skip
 
 
