@@ -8,7 +8,7 @@ bf16), where oneDNN emulates it.  On CUDA, bf16 where the GPU supports it, else 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 
@@ -29,3 +29,26 @@ def auto_precision(device: torch.device) -> AutoPrecision:
     if device.type == "cpu":
         return "bf16" if cpu_has_native_bf16() else "fp32"
     return "fp32"
+
+
+def precision_for(name: str, device: torch.device) -> AutoPrecision:
+    """A ``precision`` setting resolved on ``device``: ``"auto"`` becomes :func:`auto_precision`,
+    ``"bf16"``, ``"fp16"`` and ``"fp32"`` are kept (an explicit setting is never overridden).
+
+    The one place that maps setting names to precisions: pretraining (:func:`autocast_dtype`), the frozen
+    feature extractor, mmseg's optimiser wrapper and the studies' cost model all resolve through it.
+    """
+    if name == "auto":
+        return auto_precision(device)
+    if name in AUTOCAST_DTYPES:
+        return cast(AutoPrecision, name)
+    raise ValueError(f"unknown precision {name!r}; expected 'auto', 'bf16', 'fp16' or 'fp32'")
+
+
+#: The autocast dtype of each precision (None: no autocast, fp32).
+AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
+
+
+def autocast_dtype(name: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype (None = fp32) of the ``precision`` setting ``name`` on ``device``."""
+    return AUTOCAST_DTYPES[precision_for(name, device)]

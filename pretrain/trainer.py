@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from core.config import config_hash, to_dict
 from core.errors import CheckpointError, ConfigError
-from core.hardware import auto_precision
+from core.hardware import autocast_dtype
 from pretrain import distributed
 from pretrain.augment.policy import AugmentPolicy
 from pretrain.checkpoint import export_backbone, load_state, save_state
@@ -57,18 +57,6 @@ class TrainSummary:
     final_loss: float
     resumed_from: int
     precision: str
-
-
-def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype (None = fp32) for ``train.precision`` on ``device``."""
-    if name == "fp32":
-        return None
-    if name == "bf16":
-        return torch.bfloat16
-    if name == "fp16":
-        return torch.float16
-    auto = auto_precision(device)  # bf16 on CPUs with native bf16 only (core/hardware.py)
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[auto]
 
 
 def lr_at(step: int, total: int, base_lr: float, warmup: int, schedule: str) -> float:
@@ -125,7 +113,7 @@ class Trainer:
         self.run_dir, self.device = run_dir, device
         self.progress, self.code_version = progress, code_version
         self.policy = AugmentPolicy(recipe.augment)
-        self.amp_dtype = resolve_precision(recipe.train.precision, device)
+        self.amp_dtype = autocast_dtype(recipe.train.precision, device)
         self.channels_last = recipe.train.channels_last
         if self.channels_last:
             self.method.to(memory_format=torch.channels_last)

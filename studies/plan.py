@@ -106,11 +106,9 @@ def smoke_rate(rc: RecipeConfig) -> tuple[float, str]:
     """Default smoke throughput of recipe ``rc`` on this machine, and the precision it was chosen for."""
     import torch
 
-    from core.hardware import auto_precision
+    from core.hardware import precision_for
 
-    precision = rc.train.precision
-    if precision == "auto":
-        precision = auto_precision(torch.device("cpu"))
+    precision = precision_for(rc.train.precision, torch.device("cpu"))
     base = SMOKE_THROUGHPUT.get(precision, SMOKE_THROUGHPUT["fp32"])
     return base / SMOKE_METHOD_COST.get(rc.method.kind, 1.0), precision
 

@@ -43,7 +43,7 @@ from tqdm import tqdm
 
 from core.errors import BenchError, DatasetError
 from core.fsutil import remove_stale_tmp
-from core.hardware import auto_precision
+from core.hardware import precision_for
 
 __all__ = [
     "FeatureError",
@@ -153,13 +153,9 @@ def _check_key(key: str) -> None:
 def resolve_precision(precision: str, device: torch.device) -> Literal["bf16", "fp32"]:
     """Resolve ``"auto"`` to ``"bf16"`` where :func:`core.hardware.auto_precision` picks bf16 (a CPU with
     native bf16, a CUDA device with bf16 support), else ``"fp32"``."""
-    if precision == "auto":
-        return "bf16" if auto_precision(device) == "bf16" else "fp32"
-    if precision == "bf16":
-        return "bf16"
-    if precision == "fp32":
-        return "fp32"
-    raise FeatureError(f"unknown precision {precision!r}; expected 'auto', 'bf16' or 'fp32'")
+    if precision not in ("auto", "bf16", "fp32"):
+        raise FeatureError(f"unknown precision {precision!r}; expected 'auto', 'bf16' or 'fp32'")
+    return "bf16" if precision_for(precision, device) == "bf16" else "fp32"
 
 
 # ---------------------------------------------------------------------------------------------- cache

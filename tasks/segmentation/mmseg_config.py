@@ -14,7 +14,7 @@ import torch
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from core.errors import ConfigError
-from core.hardware import auto_precision
+from core.hardware import precision_for
 from pretrain.backbones import IMAGENET_MEAN, IMAGENET_STD
 
 if TYPE_CHECKING:
@@ -110,7 +110,7 @@ def seg_uses_bf16(precision: str) -> bool:
     """Whether training runs under bf16 autocast: ``"bf16"``, or ``"auto"`` where
     :func:`core.hardware.auto_precision` picks bf16 on the device mmseg will use."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return precision == "bf16" or (precision == "auto" and auto_precision(device) == "bf16")
+    return precision_for(precision, device) == "bf16"
 
 
 def build_config(
