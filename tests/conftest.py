@@ -49,15 +49,17 @@ def smoke_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def moco_smoke_run(smoke_root: Path, smoke_runs: Path) -> Path:
-    """The run directory of one smoke-profile MoCo v2 pretraining (seed 0) with its linear/cifar10 result.
+    """The run directory of one smoke-profile MoCo v2 pretraining (seed 0) in the CI tier
+    (:data:`tests.tier.MOCO_TIER`), with its linear/cifar10 result.
 
     Pretrained once per session and shared by every slow test that needs a trained backbone (learning
-    signal, dense transfer tasks, the CI gate); later ``bench run --recipe moco`` calls with the same
-    data root and runs directory reuse it.
+    signal, dense transfer tasks, the CI gate); later ``bench run --recipe moco --set <MOCO_TIER>`` calls
+    with the same data root and runs directory reuse it.
     """
     from bench.cli import main
+    from tests.tier import MOCO_TIER
 
-    argv = ["run", "--recipe", "moco", "--tasks", "linear/cifar10", "--no-progress"]
+    argv = ["run", "--recipe", "moco", "--tasks", "linear/cifar10", *MOCO_TIER, "--no-progress"]
     assert main([*argv, "--data-root", str(smoke_root), "--runs-dir", str(smoke_runs)]) == 0
     (run_dir,) = (smoke_runs / "moco").glob("smoke-synthetic-s0-*")
     return run_dir

@@ -25,6 +25,7 @@ from pretrain.recipes import resolve_recipe
 from tasks.base import TaskContext
 from tasks.features import state_dict_digest
 from tasks.registry import TASKS
+from tests.tier import MOCO_TIER
 
 MARGIN = 10.0  # percentage points of linear-probe top-1 on the synthetic CIFAR-10 stand-in
 #: CI's time budget: the four methods besides MoCo (whose run every slow test shares) cost one smoke
@@ -62,8 +63,10 @@ def test_method_beats_random_init(
     recipe: str, smoke: tuple[Path, Path, float], request: pytest.FixtureRequest
 ) -> None:
     root, runs, base = smoke
-    if recipe == "moco":
-        request.getfixturevalue("moco_smoke_run")  # the session's shared MoCo run
+    tier: list[str] = []
+    if recipe == "moco":  # the session's shared MoCo run, in the CI tier
+        request.getfixturevalue("moco_smoke_run")
+        tier = MOCO_TIER
     argv = [
         "run",
         "--recipe",
@@ -74,6 +77,7 @@ def test_method_beats_random_init(
         str(root),
         "--runs-dir",
         str(runs),
+        *tier,
     ]
     assert main([*argv, "--no-progress"]) == 0
     (result,) = runs.glob(f"{recipe}/*/results/linear-cifar10.json")

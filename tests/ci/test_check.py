@@ -14,8 +14,7 @@ from core.errors import ConfigError
 from pretrain.recipes import resolve_recipe
 from tests.conftest import make_result
 from tests.leaderboard.test_leaderboard import _invariance
-
-BASELINE = Path(__file__).resolve().parents[2] / "ci" / "baselines" / "smoke.json"
+from tests.tier import BASELINE
 
 CONFIG = {"name": "moco", "train": {"seed": 0, "epochs": 25, "lr": 0.003}, "augment": {"stages": []}}
 # Student-t quantiles from printed tables

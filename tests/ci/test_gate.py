@@ -1,11 +1,12 @@
 """The repository's smoke baseline holds on the real code, and the gate catches a sabotaged MoCo.
 
 Slow (smoke pretraining through the CLI).  The baseline's recipes are pretrained once each (seed 0) with the
-baseline's own ``--set`` overrides (its CI tier: ``ci/baselines/smoke.json``, ``recipes.*.overrides``) into
-one runs directory shared by both tests; the sabotaged MoCo gets its own.  Cost: four CI-tier pretrainings
-plus their tasks (about 3.5 min each in fp32 on an idle AVX2 2-core machine).  With the same thread
-count, reruns of a seed reproduce the stored values exactly; the baseline's rerun noise covers another
-thread count.
+baseline's own ``--set`` overrides (its CI tier: ``ci/baselines/smoke.json``, ``recipes.*.overrides``;
+:mod:`tests.tier`) into the session's shared runs directory, so MoCo's is the very run the learning-signal,
+detection and segmentation tests use (``moco_smoke_run``); the sabotaged MoCo gets its own.  Cost: three
+CI-tier pretrainings besides the shared one, plus their tasks (about 3 min each in fp32 on an idle AVX2
+2-core machine).  With the same thread count, reruns of a seed reproduce the stored values exactly; the
+baseline's rerun noise covers another thread count.
 """
 
 from __future__ import annotations
@@ -20,28 +21,23 @@ import torch
 import pretrain.methods.moco as moco_module
 from bench.cli import main
 from ci.check import check
+from tests.tier import BASELINE, tier_args
 
-BASELINE = Path(__file__).resolve().parents[2] / "ci" / "baselines" / "smoke.json"
 TASKS = "linear/cifar10,knn/cifar10,linear/imagenet,knn/imagenet,invariance"
 SABOTAGE_TASKS = "linear/cifar10,invariance"
 
 pytestmark = pytest.mark.slow
 
 
-def _tier(recipe: str) -> list[str]:
-    """``--set`` arguments that reproduce the baseline's config of ``recipe``."""
-    overrides = json.loads(BASELINE.read_text())["recipes"][recipe]["overrides"]
-    return [arg for o in overrides for arg in ("--set", o)]
-
-
 @pytest.fixture(scope="module")
-def gate_runs(smoke_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Seed 0 of every baseline recipe, with the baseline's overrides and tasks (real code)."""
-    runs = tmp_path_factory.mktemp("gate-runs")
+def gate_runs(smoke_root: Path, smoke_runs: Path) -> Path:
+    """Seed 0 of every baseline recipe, with the baseline's overrides and tasks (real code), in the session's
+    runs directory: MoCo's pretraining is the shared ``moco_smoke_run``."""
     for recipe in json.loads(BASELINE.read_text())["recipes"]:
-        argv = ["run", "--recipe", recipe, "--seeds", "0", "--tasks", TASKS, *_tier(recipe), "--no-progress"]
-        assert main([*argv, "--data-root", str(smoke_root), "--runs-dir", str(runs)]) == 0
-    return runs
+        tier = tier_args(recipe)
+        argv = ["run", "--recipe", recipe, "--seeds", "0", "--tasks", TASKS, *tier, "--no-progress"]
+        assert main([*argv, "--data-root", str(smoke_root), "--runs-dir", str(smoke_runs)]) == 0
+    return smoke_runs
 
 
 def test_repository_baseline_covers_recipes_tasks_and_seeds() -> None:
@@ -98,7 +94,7 @@ def test_gate_catches_moco_without_its_positive_logit(
 
     monkeypatch.setattr(moco_module, "info_nce", _no_positive_info_nce)
     sabotaged = tmp_path / "sabotaged-runs"
-    argv = ["run", "--recipe", "moco", "--tasks", SABOTAGE_TASKS, *_tier("moco"), "--no-progress"]
+    argv = ["run", "--recipe", "moco", "--tasks", SABOTAGE_TASKS, *tier_args("moco"), "--no-progress"]
     assert main([*argv, "--data-root", str(smoke_root), "--runs-dir", str(sabotaged)]) == 0
     findings = check(sabotaged, baseline)
     assert not any(f.status in ("config", "missing", "version") for f in findings)  # same protocol and config

@@ -23,6 +23,7 @@ from tasks.datasets.voc import image_set_file, year_dir
 from tasks.detection.protocol import build_protocol, with_overrides
 from tasks.detection.tasks import DenseTransferTask, detectron2_available, run_protocol
 from tasks.features import state_dict_digest
+from tests.tier import MOCO_TIER
 
 BACKENDS = ["torchvision", *(["detectron2"] if detectron2_available() else [])]
 #: Learning-signal floors (smoke profile, MoCo init, seed 0).  Measured (docs/detection.md): a zero-iteration
@@ -54,7 +55,7 @@ def test_bench_run_fine_tunes_both_tasks_with_both_backends(
     moco_smoke_run: Path, det_root: Path, smoke_runs: Path
 ) -> None:
     names = [f"{task}@{backend}" for backend in BACKENDS for task in ("det/voc07", "instseg/coco")]
-    argv = ["run", "--recipe", "moco", "--tasks", ",".join(names), "--no-progress"]
+    argv = ["run", "--recipe", "moco", "--tasks", ",".join(names), *MOCO_TIER, "--no-progress"]
     assert main([*argv, "--data-root", str(det_root), "--runs-dir", str(smoke_runs)]) == 0
     results = _results(moco_smoke_run)
     for backend in BACKENDS:

@@ -28,6 +28,7 @@ from tasks.features import state_dict_digest
 from tasks.registry import TASKS
 from tasks.segmentation.protocols import DATASETS as SEG_DATASETS
 from tasks.segmentation.protocols import SMOKE, SegmentationTask
+from tests.tier import MOCO_TIER
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 SEG_TASKS = ("seg/voc12aug", "seg/ade20k", "seg/cityscapes")
@@ -38,7 +39,7 @@ MARGIN = 10.0  # mIoU points over the majority-class predictor on the VOC12aug s
 def seg_results(moco_smoke_run: Path, smoke_root: Path, smoke_runs: Path) -> dict[str, dict[str, Any]]:
     pytest.importorskip("mmseg")
     assert main(["data", "synth", "--root", str(smoke_root), "--datasets", "voc12aug,cityscapes,ade20k"]) == 0
-    argv = ["run", "--recipe", "moco", "--tasks", ",".join(SEG_TASKS), "--no-progress"]
+    argv = ["run", "--recipe", "moco", "--tasks", ",".join(SEG_TASKS), *MOCO_TIER, "--no-progress"]
     assert main([*argv, "--data-root", str(smoke_root), "--runs-dir", str(smoke_runs)]) == 0
     return {
         task: json.loads((moco_smoke_run / "results" / f"{task.replace('/', '-')}.json").read_text())
