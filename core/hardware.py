@@ -31,6 +31,10 @@ def auto_precision(device: torch.device) -> AutoPrecision:
     return "fp32"
 
 
+#: The autocast dtype of each precision (None: no autocast, fp32).
+AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
+
+
 def precision_for(name: str, device: torch.device) -> AutoPrecision:
     """A ``precision`` setting resolved on ``device``: ``"auto"`` becomes :func:`auto_precision`,
     ``"bf16"``, ``"fp16"`` and ``"fp32"`` are kept (an explicit setting is never overridden).
@@ -43,10 +47,6 @@ def precision_for(name: str, device: torch.device) -> AutoPrecision:
     if name in AUTOCAST_DTYPES:
         return cast(AutoPrecision, name)
     raise ValueError(f"unknown precision {name!r}; expected 'auto', 'bf16', 'fp16' or 'fp32'")
-
-
-#: The autocast dtype of each precision (None: no autocast, fp32).
-AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
 
 
 def autocast_dtype(name: str, device: torch.device) -> torch.dtype | None:

@@ -34,7 +34,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, BinaryIO, Literal, get_args
 
 import numpy as np
 import torch
@@ -153,7 +153,7 @@ def _check_key(key: str) -> None:
 def resolve_precision(precision: str, device: torch.device) -> Literal["bf16", "fp32"]:
     """Resolve ``"auto"`` to ``"bf16"`` where :func:`core.hardware.auto_precision` picks bf16 (a CPU with
     native bf16, a CUDA device with bf16 support), else ``"fp32"``."""
-    if precision not in ("auto", "bf16", "fp32"):
+    if precision not in get_args(Precision):
         raise FeatureError(f"unknown precision {precision!r}; expected 'auto', 'bf16' or 'fp32'")
     return "bf16" if precision_for(precision, device) == "bf16" else "fp32"
 
